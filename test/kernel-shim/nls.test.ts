@@ -1,0 +1,91 @@
+/** The kernel's UTF-16 <-> UTF-8 conversions, edge by edge (nls_base.c). */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { strlen, utf16sToUtf8s, utf8sToUtf16s } from '../../kernel-shim/nls.js';
+
+const u16 = (...units: number[]) => {
+  const b = Buffer.alloc(units.length * 2);
+  units.forEach((u, i) => b.writeUInt16LE(u, 2 * i));
+  return b;
+};
+
+describe('utf16s_to_utf8s', () => {
+  it('converts and stops at the first 0x0000 unit', () => {
+    expect(utf16sToUtf8s(u16(0x48, 0xe9, 0, 0x41), 10, 100).toString()).toBe('Hé');
+  });
+
+  it('joins surrogate pairs', () => {
+    expect(utf16sToUtf8s(Buffer.from('a😀b', 'utf16le'), 10, 100).toString()).toBe('a😀b');
+  });
+
+  it('skips an unpaired low surrogate and an unpaired high surrogate (the next unit kept)', () => {
+    expect(utf16sToUtf8s(u16(0x41, 0xdc00, 0x42), 10, 100).toString()).toBe('AB');
+    expect(utf16sToUtf8s(u16(0x41, 0xd800, 0x42), 10, 100).toString()).toBe('AB');
+    expect(utf16sToUtf8s(u16(0x41, 0xd800), 10, 100).toString()).toBe('A');
+  });
+
+  it('honours the input unit limit and the output byte limit', () => {
+    expect(utf16sToUtf8s(Buffer.from('abcdef', 'utf16le'), 3, 100).toString()).toBe('abc');
+    expect(utf16sToUtf8s(Buffer.from('abcdef', 'utf16le'), 10, 4).toString()).toBe('abcd');
+  });
+
+  it('a character that does not fit: newer kernels stop, older ones skip it and go on', () => {
+    const src = Buffer.from('ab€cd', 'utf16le'); // € needs 3 bytes
+    expect(utf16sToUtf8s(src, 10, 4, 'stop').toString()).toBe('ab');
+    expect(utf16sToUtf8s(src, 10, 4, 'skip').toString()).toBe('abcd');
+  });
+
+  it('agrees with Node for any well-formed text that fits', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme', maxLength: 60 }), (s) => {
+        const clean = s.replace(/\0/g, '');
+        const out = utf16sToUtf8s(Buffer.from(clean, 'utf16le'), 1000, 10_000);
+        expect(out.toString('utf8')).toBe(clean);
+      }),
+    );
+  });
+});
+
+describe('utf8s_to_utf16s', () => {
+  it('converts, with surrogate pairs for supplementary characters', () => {
+    const r = utf8sToUtf16s(Buffer.from('a😀é'), 100, 100);
+    expect(Buffer.isBuffer(r) && r.toString('utf16le')).toBe('a😀é');
+  });
+
+  it('stops at NUL and at the unit limit; a pair with one unit of room ends the conversion', () => {
+    const a = utf8sToUtf16s(Buffer.from('ab\0cd'), 100, 100);
+    expect(Buffer.isBuffer(a) && a.toString('utf16le')).toBe('ab');
+    const b = utf8sToUtf16s(Buffer.from('abc😀d'), 100, 4);
+    expect(Buffer.isBuffer(b) && b.toString('utf16le')).toBe('abc');
+  });
+
+  it('fails the whole conversion on invalid, overlong or surrogate UTF-8', () => {
+    for (const bad of [
+      [0x61, 0x80],
+      [0xc0, 0x80],
+      [0xe0, 0x80, 0x80],
+      [0xed, 0xa0, 0x80],
+      [0xe2, 0x82],
+      [0xf4, 0x90, 0x80, 0x80],
+    ]) {
+      expect(utf8sToUtf16s(Buffer.from(bad), bad.length, 100)).toBe(-22);
+    }
+  });
+
+  it('agrees with Node for any well-formed text', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme', maxLength: 60 }), (s) => {
+        const clean = s.replace(/\0/g, '');
+        const bytes = Buffer.from(clean);
+        const r = utf8sToUtf16s(bytes, bytes.length, 10_000);
+        expect(Buffer.isBuffer(r) && r.toString('utf16le')).toBe(clean);
+      }),
+    );
+  });
+
+  it('strlen stops at NUL or the end', () => {
+    expect(strlen(Buffer.from('ab\0c'))).toBe(2);
+    expect(strlen(Buffer.from('abc'))).toBe(3);
+    expect(strlen(Buffer.from('xxab\0'), 2)).toBe(2);
+  });
+});
