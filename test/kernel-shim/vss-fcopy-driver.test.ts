@@ -18,8 +18,15 @@ import {
   WRITE_TO_FILE,
 } from '../../uapi/constants.js';
 import { decodeFcopyDeviceMessage, decodeFcopyMessage, encodeFcopyInt } from '../../uapi/fcopy.js';
-import { decodeVssMessage, encodeVssRegister, encodeVssReply } from '../../uapi/vss.js';
-import { HVUTIL_DEVICE_INIT, HVUTIL_READY, HVUTIL_USERSPACE_REQ } from '../../kernel-shim/drivers/util.js';
+import { decodeVssMessage, encodeVssRegister, encodeVssReply, encodeVssRequest } from '../../uapi/vss.js';
+import { encodeKvpRegister } from '../../uapi/kvp.js';
+import { ICMSGTYPE_VSS, encodeIcMessage } from '../../kernel-shim/channel/icmsg.js';
+import {
+  HVUTIL_DEVICE_DYING,
+  HVUTIL_DEVICE_INIT,
+  HVUTIL_READY,
+  HVUTIL_USERSPACE_REQ,
+} from '../../kernel-shim/drivers/util.js';
 import type { TransportFile } from '../../kernel-shim/transport.js';
 import { flush, tracedShim, watch } from './support.js';
 
@@ -247,5 +254,65 @@ describe('FCOPY', () => {
     await flush();
     expect(r.value?.status).toBe(HV_E_FAIL);
     expect(() => f.write(encodeFcopyInt(0))).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+  });
+});
+
+describe('rows common to the drivers', () => {
+  it('> READY: a host packet is not read until the transaction ends (VSS)', async () => {
+    const { shim } = tracedShim(['vss']);
+    const f = shim.open('vss');
+    await vssRegister(f);
+    const freeze = watch(shim.host.vss.freeze());
+    await f.read(12);
+    const channel = shim.device('vss').channel;
+    if (!channel) throw new Error('no channel');
+    // A second request straight into the ring (the host client would have waited).
+    channel.hostSend(encodeIcMessage({ msgType: ICMSGTYPE_VSS }, encodeVssRequest(3)), 999n);
+    await flush();
+    expect(channel.inbound.readable()).toBeGreaterThan(0);
+    f.write(encodeVssReply({ error: 0, flags: 0 }));
+    await flush();
+    expect(freeze.value?.status).toBe(HV_S_OK);
+    expect(channel.inbound.readable()).toBe(0); // polled after the transaction: taken and answered
+  });
+
+  it('KVP drops short and unknown-type packets without a reply', async () => {
+    const t = tracedShim(['kvp']);
+    const f = t.shim.open('kvp');
+    f.write(encodeKvpRegister());
+    await f.read(7432);
+    await flush();
+    for (const payload of [Buffer.alloc(16), encodeIcMessage({ msgType: 6 }, Buffer.alloc(8))]) {
+      const r = watch(t.shim.host.kvp.ic.sendRaw(payload, 'raw', { timeoutMs: 1000 }));
+      await flush();
+      t.clock.advance(1000);
+      await flush();
+      expect(r.error).toBeDefined();
+    }
+    expect(t.events.filter((e) => e.event.type === 'drop')).toHaveLength(2);
+    expect(t.replies('kvp')).toEqual([]);
+  });
+
+  it('FCOPY close mid-transaction: INIT first, then HV_E_FAIL to the host', async () => {
+    const { shim, events } = tracedShim(['fcopy']);
+    const f = shim.open('fcopy');
+    await fcopyRegister(f);
+    const r = watch(shim.host.fcopy.start('/tmp', 'x', 1n));
+    await f.read(8192);
+    f.close();
+    await flush();
+    expect(r.value?.status).toBe(HV_E_FAIL);
+    const last = events
+      .filter((e) => e.event.type === 'state' || e.event.type === 'reply')
+      .slice(-2)
+      .map((e) => e.event.type);
+    expect(last).toEqual(['state', 'reply']);
+    expect(shim.device('fcopy').driver.state).toBe(HVUTIL_DEVICE_INIT);
+  });
+
+  it('remove (rescind): the driver goes to DYING', async () => {
+    const { shim } = tracedShim(['fcopy']);
+    await shim.device('fcopy').rescind();
+    expect(shim.device('fcopy').driver.state).toBe(HVUTIL_DEVICE_DYING);
   });
 });
