@@ -927,14 +927,15 @@ process.stdin.on('data', (d) => { if (String(d).includes('exit')) process.exit(3
     await waitFor(() => !pidAlive(info.readerPid), 'the reader to exit');
   });
 
-  it('SIGKILL without a private namespace: the reader dies, the dead mount stays (ENOTCONN) until unmounted', async () => {
+  it('SIGKILL without a private namespace: the reader dies, the dead mount stays (errors, no hang) until unmounted', async () => {
     const { p, dir, info, exited } = await startServer('plain');
     p.kill('SIGKILL');
     await exited;
     await waitFor(() => !pidAlive(info.readerPid), 'the reader to kill itself');
     expect(isMountPoint(dir)).toBe(true);
     const st = spawnSync('stat', [join(dir, 'f')], { encoding: 'utf8', timeout: 5000 });
-    expect(st.stderr).toContain('Transport endpoint is not connected');
+    // ENOTCONN or ECONNABORTED, depending on the kernel path: either way an error, not a hang.
+    expect(st.stderr).toMatch(/Transport endpoint is not connected|Software caused connection abort/);
     execFileSync('umount', ['-l', dir]);
     expect(isMountPoint(dir)).toBe(false);
   });
