@@ -1,0 +1,64 @@
+/**
+ * The real device binding. The hv transport ignores O_NONBLOCK and a blocked fs.read would pin a
+ * libuv thread that neither close() nor process.exit() can free, so this binding never reads
+ * before poll(2) said the device is readable: it polls in short bounded waits off the main thread
+ * (koffi async), and only then reads, which returns at once. Stopping is therefore always prompt.
+ */
+import { closeSync, constants, openSync, readSync, writeSync } from 'node:fs';
+import { AbortedError, type DeviceBinding, type DeviceHandle } from './device.js';
+import { POLLERR, POLLHUP, POLLIN, POLLNVAL, pollAsync } from './libc.js';
+
+/** How long one poll(2) may wait before the abort signal is checked again. */
+export const POLL_SLICE_MS = 200;
+
+class CharDevice implements DeviceHandle {
+  private fd: number | undefined;
+
+  constructor(
+    readonly path: string,
+    fd: number,
+  ) {
+    this.fd = fd;
+  }
+
+  async read(size: number, signal?: AbortSignal): Promise<Buffer> {
+    for (;;) {
+      if (signal?.aborted) throw new AbortedError();
+      const fd = this.requireFd();
+      const revents = await pollAsync(fd, POLLIN, POLL_SLICE_MS);
+      if (signal?.aborted) throw new AbortedError();
+      if (this.fd === undefined) throw Object.assign(new Error(`${this.path}: closed`), { code: 'EBADF' });
+      if (revents & POLLNVAL)
+        throw Object.assign(new Error(`${this.path}: poll: invalid fd`), { code: 'EBADF' });
+      if (revents & (POLLIN | POLLERR | POLLHUP)) {
+        // Readable (or the device is going away: the read then fails with its errno, e.g. EBADF).
+        const buf = Buffer.allocUnsafe(size);
+        const n = readSync(fd, buf, 0, size, null);
+        return buf.subarray(0, n);
+      }
+    }
+  }
+
+  write(data: Uint8Array): number {
+    return writeSync(this.requireFd(), data);
+  }
+
+  close(): void {
+    if (this.fd === undefined) return;
+    const fd = this.fd;
+    this.fd = undefined;
+    closeSync(fd);
+  }
+
+  private requireFd(): number {
+    if (this.fd === undefined) throw Object.assign(new Error(`${this.path}: closed`), { code: 'EBADF' });
+    return this.fd;
+  }
+}
+
+export class CharDeviceBinding implements DeviceBinding {
+  async open(path: string): Promise<DeviceHandle> {
+    // libuv opens every file with O_CLOEXEC already.
+    return new CharDevice(path, openSync(path, constants.O_RDWR));
+  }
+}
