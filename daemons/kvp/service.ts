@@ -1,0 +1,183 @@
+/**
+ * The KVP service: one kernel message in, one reply out. No I/O of its own: the pools, the auto
+ * pool, and the IP information come in as dependencies. Differences from the upstream daemon are
+ * deliberate and listed in daemons/kvp/README.md: GET returns the real value (placed where the
+ * kernel reads it), an unknown or malformed request and an out-of-range pool get an error status
+ * instead of HV_S_OK or a crash, and every request is answered before the kernel's 30 s timeout.
+ */
+import {
+  HV_E_FAIL,
+  HV_S_CONT,
+  HV_S_OK,
+  KVP_OP_DELETE,
+  KVP_OP_ENUMERATE,
+  KVP_OP_GET,
+  KVP_OP_GET_IP_INFO,
+  KVP_OP_REGISTER1,
+  KVP_OP_SET,
+  KVP_OP_SET_IP_INFO,
+  KVP_POOL_AUTO,
+  KVP_POOL_COUNT,
+  statusName,
+} from '../../uapi/constants.js';
+import {
+  type KvpIpInfo,
+  type KvpReply,
+  KVP_MSG_SIZE,
+  decodeKvpRequest,
+  encodeKvpRegister,
+  encodeKvpReply,
+} from '../../uapi/kvp.js';
+import type { DeviceProtocol } from '../common/device-loop.js';
+import type { Logger } from '../common/log.js';
+
+export const KVP_DEVICE = '/dev/vmbus/hv_kvp';
+export const UNKNOWN_VERSION = 'Unknown version';
+/** Answer before the kernel's 30 s timeout, whatever a helper does. */
+export const REPLY_DEADLINE_MS = 25_000;
+
+export interface KvpPoolStore {
+  get(pool: number, key: string): Promise<string | undefined>;
+  set(pool: number, key: string, value: string): Promise<void>;
+  delete(pool: number, key: string): Promise<boolean>;
+  enumerate(pool: number, index: number): Promise<{ key: string; value: string } | undefined>;
+}
+
+export interface KvpServiceDeps {
+  pools: KvpPoolStore;
+  /** The auto pool's entry at `index` (0..9), computed now; undefined past the end. */
+  autoPool(index: number, version: string): Promise<{ key: string; value: string } | undefined>;
+  getIpInfo(adapterId: string): Promise<{ status: number; ip: KvpIpInfo }>;
+  setIpInfo(ip: KvpIpInfo): Promise<number>;
+  logger: Logger;
+  /** Per-request deadline in ms (default REPLY_DEADLINE_MS). */
+  deadlineMs?: number;
+}
+
+const OP_NAMES: Record<number, string> = {
+  [KVP_OP_GET]: 'GET',
+  [KVP_OP_SET]: 'SET',
+  [KVP_OP_DELETE]: 'DELETE',
+  [KVP_OP_ENUMERATE]: 'ENUMERATE',
+  [KVP_OP_GET_IP_INFO]: 'GET_IP_INFO',
+  [KVP_OP_SET_IP_INFO]: 'SET_IP_INFO',
+};
+
+class DeadlineError extends Error {}
+
+export class KvpService implements DeviceProtocol {
+  readonly devicePath: string;
+  readonly readSize = KVP_MSG_SIZE;
+  /** The kernel's registration version (the IntegrationServicesVersion key). */
+  version = UNKNOWN_VERSION;
+  /** The last host request served: operation, pool and status, for status reports. */
+  lastRequest: { operation: string; pool: number; status: number; at: number } | undefined;
+
+  constructor(
+    private readonly deps: KvpServiceDeps,
+    devicePath = KVP_DEVICE,
+  ) {
+    this.devicePath = devicePath;
+  }
+
+  registration(): Uint8Array {
+    return encodeKvpRegister(KVP_OP_REGISTER1);
+  }
+
+  async serve(message: Buffer): Promise<Uint8Array | undefined> {
+    const { logger } = this.deps;
+    const decoded = decodeKvpRequest(message);
+    if (!decoded.ok) {
+      const operation = decoded.error.operation ?? message[0] ?? 0;
+      logger.warn(
+        { code: decoded.error.code, field: decoded.error.field, operation },
+        `malformed KVP request: ${decoded.error.message}`,
+      );
+      return encodeKvpReply({ operation, error: HV_E_FAIL });
+    }
+    const req = decoded.value;
+    if (req.operation === KVP_OP_REGISTER1) {
+      this.version = req.version;
+      logger.info({ version: req.version }, `registered with the kernel (KVP version ${req.version})`);
+      return undefined;
+    }
+    const name = OP_NAMES[req.operation] ?? String(req.operation);
+    let reply: KvpReply;
+    try {
+      reply = await this.withDeadline(this.handle(req), name);
+    } catch (e) {
+      logger.error(
+        { operation: name, pool: req.pool, err: String(e) },
+        `KVP ${name} failed: ${e instanceof Error ? e.message : e}`,
+      );
+      reply = { operation: req.operation, error: HV_E_FAIL };
+    }
+    this.lastRequest = { operation: name, pool: req.pool, status: reply.error, at: Date.now() };
+    logger.debug(
+      {
+        operation: name,
+        pool: req.pool,
+        status: statusName(reply.error),
+        ...('key' in req ? { key: req.key } : {}),
+      },
+      `KVP ${name}`,
+    );
+    return encodeKvpReply(reply);
+  }
+
+  private async handle(
+    req: Exclude<ReturnType<typeof decodeKvpRequest>, { ok: false }>['value'],
+  ): Promise<KvpReply> {
+    const { pools } = this.deps;
+    const operation = req.operation;
+    if (req.operation === KVP_OP_GET_IP_INFO) {
+      const r = await this.deps.getIpInfo(req.ip.adapterId);
+      return r.status === HV_S_OK ? { operation, error: HV_S_OK, ip: r.ip } : { operation, error: r.status };
+    }
+    if (req.operation === KVP_OP_SET_IP_INFO) return { operation, error: await this.deps.setIpInfo(req.ip) };
+    if (req.pool >= KVP_POOL_COUNT) {
+      this.deps.logger.warn(
+        { pool: req.pool },
+        `KVP request for pool ${req.pool}: there are pools 0 to ${KVP_POOL_COUNT - 1} only`,
+      );
+      return { operation, error: HV_E_FAIL };
+    }
+    switch (req.operation) {
+      case KVP_OP_SET:
+        await pools.set(req.pool, req.key, req.value);
+        return { operation, error: HV_S_OK };
+      case KVP_OP_GET: {
+        const value = await pools.get(req.pool, req.key);
+        return value === undefined
+          ? { operation, error: HV_S_CONT }
+          : { operation, error: HV_S_OK, key: req.key, value };
+      }
+      case KVP_OP_DELETE:
+        return { operation, error: (await pools.delete(req.pool, req.key)) ? HV_S_OK : HV_S_CONT };
+      case KVP_OP_ENUMERATE: {
+        const rec =
+          req.pool === KVP_POOL_AUTO
+            ? await this.deps.autoPool(req.index, this.version)
+            : await pools.enumerate(req.pool, req.index);
+        return rec
+          ? { operation, error: HV_S_OK, key: rec.key, value: rec.value }
+          : { operation, error: HV_S_CONT };
+      }
+    }
+    return { operation, error: HV_E_FAIL };
+  }
+
+  private withDeadline<T>(p: Promise<T>, what: string): Promise<T> {
+    const ms = this.deps.deadlineMs ?? REPLY_DEADLINE_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new DeadlineError(`no answer within ${ms} ms (the kernel gives up at 30 s)`)),
+        ms,
+      );
+    });
+    return Promise.race([p, deadline]).finally(() => clearTimeout(timer)) as Promise<T>;
+  }
+}
+
+export { OP_NAMES as KVP_OP_NAMES };
