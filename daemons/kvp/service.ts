@@ -104,7 +104,7 @@ export class KvpService implements DeviceProtocol {
     const name = OP_NAMES[req.operation] ?? String(req.operation);
     let reply: KvpReply;
     try {
-      reply = await this.withDeadline(this.handle(req), name);
+      reply = await this.withDeadline(this.handle(req));
     } catch (e) {
       logger.error(
         { operation: name, pool: req.pool, err: String(e) },
@@ -167,7 +167,7 @@ export class KvpService implements DeviceProtocol {
     return { operation, error: HV_E_FAIL };
   }
 
-  private withDeadline<T>(p: Promise<T>, what: string): Promise<T> {
+  private withDeadline<T>(p: Promise<T>): Promise<T> {
     const ms = this.deps.deadlineMs ?? REPLY_DEADLINE_MS;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
