@@ -9,6 +9,7 @@ import { LOG_LEVELS, type LogLevel } from './log.js';
 
 export const EX_OK = 0;
 export const EX_USAGE = 64;
+export const EX_CANTCREAT = 73;
 export const EX_NOPERM = 77;
 export const EX_CONFIG = 78;
 export const EX_SOFTWARE = 70;

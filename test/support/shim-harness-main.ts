@@ -1,0 +1,95 @@
+/**
+ * The inside of runInShim (shim-harness.ts): runs in a private mount namespace, builds the
+ * sandbox, serves the shim's device files at /dev/vmbus, starts the daemon, waits until it has
+ * registered, runs the test's host script, stops the daemon and tears everything down.
+ */
+import { spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+import { mountDeviceFiles } from '../../kernel-shim/device-files.js';
+import type { ServiceName } from '../../kernel-shim/device.js';
+import { HVUTIL_READY } from '../../kernel-shim/drivers/util.js';
+import { buildSandbox, VMBUS_DEV_DIR } from '../../kernel-shim/sandbox.js';
+import { KernelShim } from '../../kernel-shim/shim.js';
+import type { HostScriptContext } from './host-script.js';
+
+interface Spec {
+  services: ServiceName[];
+  command: string[];
+  script: string;
+  params?: unknown;
+  stateDir?: string;
+  scriptsDir?: string;
+  parentNamespace: string;
+}
+
+const spec = JSON.parse(process.env.HV_HARNESS ?? '{}') as Spec;
+const REPO = resolve(import.meta.dirname, '../..');
+
+async function waitUntil(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const sandbox = buildSandbox({
+  parentNamespace: spec.parentNamespace,
+  ...(spec.stateDir ? { stateDir: spec.stateDir } : {}),
+  ...(spec.scriptsDir ? { scriptsDir: spec.scriptsDir } : {}),
+});
+const shim = new KernelShim({ services: spec.services });
+const files = await mountDeviceFiles(shim, VMBUS_DEV_DIR);
+let exitCode = 0;
+const daemonLog: string[] = [];
+const start = (): ReturnType<typeof spawn> => {
+  const d = spawn(spec.command[0]!, spec.command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  d.stdout?.on('data', (b: Buffer) => daemonLog.push(b.toString()));
+  d.stderr?.on('data', (b: Buffer) => daemonLog.push(b.toString()));
+  return d;
+};
+let daemon = start();
+try {
+  const ready = (s: ServiceName) => shim.device(s).driver.state === HVUTIL_READY;
+  for (const s of spec.services) await waitUntil(() => ready(s), 15_000, `the daemon to register on ${s}`);
+  const ctx: HostScriptContext = {
+    shim,
+    files,
+    params: spec.params,
+    stateDir: sandbox.stateDir,
+    daemon: () => daemon,
+    restartDaemon: async () => {
+      daemon.kill('SIGKILL');
+      await new Promise((r) => daemon.once('exit', r));
+      daemon = start();
+      for (const s of spec.services)
+        await waitUntil(() => ready(s), 15_000, `the daemon to register again on ${s}`);
+    },
+    waitReady: (s: ServiceName, ms = 15_000) => waitUntil(() => ready(s), ms, `${s} READY`),
+  };
+  const mod = (await import(resolve(REPO, spec.script))) as {
+    default: (ctx: HostScriptContext) => Promise<unknown>;
+  };
+  const result = await mod.default(ctx);
+  process.stdout.write(`\nHV_HARNESS_RESULT ${JSON.stringify(result)}`);
+} catch (e) {
+  process.stderr.write(`harness: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  exitCode = 1;
+} finally {
+  daemon.kill('SIGTERM');
+  await new Promise((r) => {
+    const t = setTimeout(() => {
+      daemon.kill('SIGKILL');
+      r(undefined);
+    }, 3000);
+    daemon.once('exit', () => {
+      clearTimeout(t);
+      r(undefined);
+    });
+    if (daemon.exitCode !== null || daemon.signalCode !== null) r(undefined);
+  });
+  process.stderr.write(daemonLog.join(''));
+  await files.unmount().catch(() => {});
+  sandbox.cleanup();
+}
+process.exit(exitCode);
