@@ -1,0 +1,202 @@
+/**
+ * kernel-shim run [--services kvp,vss,fcopy] [--state DIR] [--scripts DIR] [--scenario FILE]
+ *                 [--record FILE] [--console] -- COMMAND [ARGS...]
+ *
+ * Runs COMMAND in a private mount namespace where /dev/vmbus/hv_kvp, hv_vss and hv_fcopy are the
+ * kernel-shim's device files, and /var/lib/hyperv and /usr/libexec/hypervkvpd are temporary (or
+ * the given) directories. The simulated host is driven by a scenario file, or by hand from an
+ * interactive console. Nothing outside the namespace changes.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Command, CommanderError } from 'commander';
+import { type DeviceFiles, mountDeviceFiles } from './device-files.js';
+import { SERVICE_NAMES, type ServiceName } from './device.js';
+import { buildSandbox, inPrivateMountNamespace, mountNamespaceId, VMBUS_DEV_DIR } from './sandbox.js';
+import { KernelShim } from './shim.js';
+
+/** Set by the outer process to its own mount namespace id when it re-executes under unshare. */
+const PARENT_NS_ENV = 'HV_KERNEL_SHIM_PARENT_NS';
+
+interface RunOptions {
+  services: ServiceName[];
+  state?: string;
+  scripts?: string;
+  scenario?: string;
+  record?: string;
+  console?: boolean;
+  stopTimeout: number;
+}
+
+function parseServices(value: string): ServiceName[] {
+  const list = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const s of list) {
+    if (!SERVICE_NAMES.includes(s as ServiceName))
+      throw new Error(`unknown service '${s}' (kvp, vss, fcopy)`);
+  }
+  return list as ServiceName[];
+}
+
+function say(msg: string): void {
+  process.stderr.write(`kernel-shim: ${msg}\n`);
+}
+
+/** Re-run this very command inside `unshare --mount --propagation private --fork`. */
+function reexecInNamespace(argv: string[]): Promise<number> {
+  const child = spawn(
+    'unshare',
+    [
+      '--mount',
+      '--propagation',
+      'private',
+      '--fork',
+      '--kill-child',
+      '--',
+      process.execPath,
+      ...process.execArgv,
+      process.argv[1] ?? '',
+      ...argv,
+    ],
+    { stdio: 'inherit', env: { ...process.env, [PARENT_NS_ENV]: mountNamespaceId() } },
+  );
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => child.kill(sig));
+  return new Promise((done) =>
+    child.on('exit', (code, sig) => done(code ?? 128 + (sig === 'SIGKILL' ? 9 : 15))),
+  );
+}
+
+function stopChild(child: ChildProcess, timeoutMs: number): Promise<void> {
+  return new Promise((done) => {
+    if (child.exitCode !== null || child.signalCode !== null) return done();
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(t);
+      done();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+async function runInNamespace(opts: RunOptions, command: string[]): Promise<number> {
+  const sandbox = buildSandbox({
+    parentNamespace: process.env[PARENT_NS_ENV] ?? '',
+    ...(opts.state ? { stateDir: resolve(opts.state) } : {}),
+    ...(opts.scripts ? { scriptsDir: resolve(opts.scripts) } : {}),
+  });
+  const shim = new KernelShim({ services: opts.services });
+  let files: DeviceFiles | undefined;
+  let child: ChildProcess | undefined;
+  let code = 0;
+  try {
+    files = await mountDeviceFiles(shim, VMBUS_DEV_DIR);
+    say(
+      `devices ${opts.services.map((s) => `${VMBUS_DEV_DIR}/hv_${s}`).join(', ')}; state ${sandbox.stateDir}`,
+    );
+    child = spawn(command[0] ?? 'true', command.slice(1), {
+      stdio: opts.console ? ['ignore', 'inherit', 'inherit'] : 'inherit',
+    });
+    const exited = new Promise<number>((done) =>
+      child?.on('exit', (c, sig) => done(c ?? 128 + (sig === 'SIGKILL' ? 9 : sig === 'SIGINT' ? 2 : 15))),
+    );
+    const stop = new AbortController();
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => stop.abort());
+    const aborted = new Promise<void>((r) =>
+      stop.signal.addEventListener('abort', () => r(), { once: true }),
+    );
+
+    if (opts.scenario) {
+      const scenario = await import('./scenario/index.js');
+      const text = readFileSync(opts.scenario, 'utf8');
+      const steps = scenario.parseScenario(text);
+      const faults = {
+        rescind: (s: ServiceName) => files!.rescind(s),
+        reoffer: (s: ServiceName) => files!.reoffer(s),
+        suspend: () => shim.suspend(),
+        resume: () => shim.resume(),
+      };
+      const recording = await Promise.race([
+        scenario.runScenario(steps, { shim, faults, baseDir: dirname(resolve(opts.scenario)) }),
+        exited.then((c) => {
+          throw new Error(`the command exited (${c}) before the scenario ended`);
+        }),
+      ]);
+      if (opts.record) writeFileSync(opts.record, `${JSON.stringify(recording, null, 2)}\n`);
+      const failed = recording.steps.filter((s: { ok: boolean }) => !s.ok);
+      say(`scenario: ${recording.steps.length - failed.length} passed, ${failed.length} failed`);
+      code = failed.length === 0 ? 0 : 1;
+      await stopChild(child, opts.stopTimeout);
+    } else if (opts.console) {
+      const scenario = await import('./scenario/index.js');
+      const faults = {
+        rescind: (s: ServiceName) => files!.rescind(s),
+        reoffer: (s: ServiceName) => files!.reoffer(s),
+        suspend: () => shim.suspend(),
+        resume: () => shim.resume(),
+      };
+      await Promise.race([
+        scenario.runConsole({ shim, faults, input: process.stdin, output: process.stdout }),
+        exited,
+        aborted,
+      ]);
+      await stopChild(child, opts.stopTimeout);
+    } else {
+      code = await Promise.race([
+        exited,
+        aborted.then(() => stopChild(child!, opts.stopTimeout).then(() => 130)),
+      ]);
+    }
+  } catch (e) {
+    say(String(e instanceof Error ? e.message : e));
+    code = 1;
+    if (child) await stopChild(child, opts.stopTimeout);
+  } finally {
+    await files?.unmount().catch(() => {});
+    sandbox.cleanup();
+  }
+  return code;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command('kernel-shim')
+    .description('A test double of the Hyper-V guest kernel drivers (KVP, VSS, FCOPY) and of the host')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  let result: Promise<number> = Promise.resolve(0);
+  program
+    .command('run')
+    .description('run COMMAND with /dev/vmbus/hv_* served by the shim, in a private mount namespace')
+    .option('--services <list>', 'devices to offer: kvp,vss,fcopy', parseServices, [...SERVICE_NAMES])
+    .option('--state <dir>', 'directory to serve as /var/lib/hyperv (default: a temporary one)')
+    .option(
+      '--scripts <dir>',
+      'directory to serve as /usr/libexec/hypervkvpd (default: a temporary empty one)',
+    )
+    .option('--scenario <file>', 'drive the host from this scenario file, then stop COMMAND')
+    .option('--record <file>', 'write what the host saw (JSON) to this file')
+    .option('--console', 'drive the host by hand from an interactive console')
+    .option('--stop-timeout <ms>', 'how long COMMAND gets to exit after SIGTERM', (v) => Number(v), 5000)
+    .argument('<command...>', 'the command to run (after --)')
+    .action((command: string[], opts: RunOptions) => {
+      if (process.getuid?.() !== 0) throw new Error('kernel-shim run needs root (mount namespaces, FUSE)');
+      result = inPrivateMountNamespace(process.env[PARENT_NS_ENV])
+        ? runInNamespace(opts, command)
+        : reexecInNamespace(argv);
+    });
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 64;
+    say(e instanceof Error ? e.message : String(e));
+    return 1;
+  }
+  return result;
+}
+
+// Run when executed directly (node --import tsx kernel-shim/cli.ts …, or the bundled bin).
+if (process.argv[1] && /kernel-shim[/\\]cli\.[cm]?[jt]s$|kernel-shim(\.m?js)?$/.test(process.argv[1])) {
+  void main(process.argv.slice(2)).then((code) => process.exit(code));
+}
