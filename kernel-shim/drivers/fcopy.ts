@@ -136,7 +136,7 @@ export class FcopyDriver extends UtilDriver {
     }
     if (version !== FCOPY_VERSION_1) return -EINVAL;
     this.dmRegValue = version;
-    const rc = this.transport.send(encodeFcopyInt(version), () => this.pollChannel());
+    const rc = this.transport.send(encodeFcopyInt(version), () => this.registrationDone());
     this.emit({ type: 'queue', length: FCOPY_INT_SIZE, rc });
     return rc !== 0 ? -EFAULT : 0;
   }

@@ -264,7 +264,7 @@ export class KvpDriver extends UtilDriver {
   /** kvp_register_done: the daemon read the registration reply. */
   private registerDone(): void {
     this.handshakeWork.cancel();
-    this.pollChannel();
+    this.registrationDone();
   }
 
   onReset(): void {

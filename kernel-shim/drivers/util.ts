@@ -98,6 +98,8 @@ export abstract class UtilDriver implements TransportDriver {
   private taskletPending = false;
   protected readonly clock: Clock;
   private readonly trace: (event: DriverEvent) => void;
+  /** Completed daemon registrations (the daemon read the registration reply), since probe. */
+  registrations = 0;
 
   protected constructor(
     deviceName: string,
@@ -144,6 +146,13 @@ export abstract class UtilDriver implements TransportDriver {
     if (!this.taskletEnabled || !this.taskletPending) return;
     this.taskletPending = false;
     if (this.channel) this.onChannelCallback();
+  }
+
+  /** The daemon read the registration reply: count it, then poll the channel (READY). */
+  protected registrationDone(): void {
+    this.registrations++;
+    this.emit({ type: 'note', text: 'daemon registered' });
+    this.pollChannel();
   }
 
   /** hv_poll_channel with the drivers' poll wrapper: state READY, then re-run the callback. */

@@ -133,7 +133,7 @@ export class VssDriver extends UtilDriver {
   private handleHandshake(op: number): number {
     this.dmRegValue = op;
     if (op === VSS_OP_REGISTER) return 0; // legacy: accepted, nothing sent, no READY
-    const rc = this.transport.send(encodeVssRegistrationReply(op), () => this.pollChannel());
+    const rc = this.transport.send(encodeVssRegistrationReply(op), () => this.registrationDone());
     this.emit({ type: 'queue', length: 4, rc });
     return rc !== 0 ? -EFAULT : 0;
   }

@@ -37,3 +37,36 @@ describe('KVP end to end, ours against upstream', () => {
     expect(a.get('bulk')).toMatchObject({ count: 301 }); // Key1 from the per-pool steps, plus 300
   });
 });
+
+describe('KVP end to end: nothing is lost', () => {
+  it('kill -9 during a storm of host writes, many times: every acknowledged record survives', async () => {
+    const { result } = await runInShim<{
+      acknowledged: number;
+      checked: number;
+      lost: string[];
+      duplicates: number;
+    }>({
+      services: ['kvp'],
+      command: OURS.kvp,
+      script: 'test/e2e/scripts/kvp-crash.ts',
+      params: { rounds: 12 },
+      timeoutMs: 120_000,
+    });
+    expect(result.acknowledged).toBeGreaterThan(50);
+    expect(result.checked).toBeGreaterThan(10);
+    expect(result.lost).toEqual([]);
+    expect(result.duplicates).toBe(0);
+  }, 150_000);
+
+  it('foreign writers with flock and with POSIX locks append while the host enumerates: nothing lost', async () => {
+    const { result } = await runInShim<{ writerExitCodes: number[]; hostAcks: number; missing: string[] }>({
+      services: ['kvp'],
+      command: OURS.kvp,
+      script: 'test/e2e/scripts/kvp-foreign.ts',
+      timeoutMs: 120_000,
+    });
+    expect(result.writerExitCodes).toEqual([0, 0]);
+    expect(result.hostAcks).toBeGreaterThan(0);
+    expect(result.missing).toEqual([]);
+  }, 150_000);
+});

@@ -4,6 +4,7 @@
  * registered, runs the test's host script, stops the daemon and tears everything down.
  */
 import { spawn } from 'node:child_process';
+import { writeSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { mountDeviceFiles } from '../../kernel-shim/device-files.js';
 import type { ServiceName } from '../../kernel-shim/device.js';
@@ -59,11 +60,19 @@ try {
     stateDir: sandbox.stateDir,
     daemon: () => daemon,
     restartDaemon: async () => {
+      const before = spec.services.map((s) => shim.device(s).driver.registrations);
       daemon.kill('SIGKILL');
       await new Promise((r) => daemon.once('exit', r));
       daemon = start();
-      for (const s of spec.services)
-        await waitUntil(() => ready(s), 15_000, `the daemon to register again on ${s}`);
+      // The driver is READY only between transactions: wait for a new registration instead.
+      for (const [i, s] of spec.services.entries()) {
+        const n = before[i] ?? 0;
+        await waitUntil(
+          () => shim.device(s).driver.registrations > n,
+          15_000,
+          `the daemon to register again on ${s}`,
+        );
+      }
     },
     waitReady: (s: ServiceName, ms = 15_000) => waitUntil(() => ready(s), ms, `${s} READY`),
   };
@@ -71,9 +80,9 @@ try {
     default: (ctx: HostScriptContext) => Promise<unknown>;
   };
   const result = await mod.default(ctx);
-  process.stdout.write(`\nHV_HARNESS_RESULT ${JSON.stringify(result)}`);
+  writeSync(1, `\nHV_HARNESS_RESULT ${JSON.stringify(result)}`);
 } catch (e) {
-  process.stderr.write(`harness: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  writeSync(2, `harness: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   exitCode = 1;
 } finally {
   daemon.kill('SIGTERM');
@@ -88,7 +97,7 @@ try {
     });
     if (daemon.exitCode !== null || daemon.signalCode !== null) r(undefined);
   });
-  process.stderr.write(daemonLog.join(''));
+  writeSync(2, daemonLog.join(''));
   await files.unmount().catch(() => {});
   sandbox.cleanup();
 }
