@@ -13,6 +13,7 @@ import { dirname, resolve } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { type DeviceFiles, mountDeviceFiles } from './device-files.js';
 import { SERVICE_NAMES, type ServiceName } from './device.js';
+import { buildFreezeSandbox, type FreezeSandbox, freezeSandboxEnv, type FsType } from './freeze-sandbox.js';
 import { buildSandbox, inPrivateMountNamespace, mountNamespaceId, VMBUS_DEV_DIR } from './sandbox.js';
 import { KernelShim } from './shim.js';
 
@@ -27,6 +28,18 @@ interface RunOptions {
   record?: string;
   console?: boolean;
   stopTimeout: number;
+  freezeSandbox?: FsType[];
+  restart?: boolean;
+}
+
+function parseFilesystems(value: string): FsType[] {
+  const list = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const s of list)
+    if (s !== 'ext4' && s !== 'xfs') throw new Error(`unknown file system '${s}' (ext4, xfs)`);
+  return list as FsType[];
 }
 
 function parseServices(value: string): ServiceName[] {
@@ -81,23 +94,57 @@ function stopChild(child: ChildProcess, timeoutMs: number): Promise<void> {
   });
 }
 
+/**
+ * Wrap a command in a restart loop, as a service manager would restart a daemon that exits (the
+ * upstream daemons exit when their device disappears, relying on systemd to start them again).
+ */
+function withRestart(command: string[]): string[] {
+  return [
+    '/bin/sh',
+    '-c',
+    'trap "exit 0" TERM INT; while :; do "$@" & wait $!; sleep 0.2; done',
+    'kernel-shim-restart',
+    ...command,
+  ];
+}
+
 async function runInNamespace(opts: RunOptions, command: string[]): Promise<number> {
-  const sandbox = buildSandbox({
-    parentNamespace: process.env[PARENT_NS_ENV] ?? '',
-    ...(opts.state ? { stateDir: resolve(opts.state) } : {}),
-    ...(opts.scripts ? { scriptsDir: resolve(opts.scripts) } : {}),
-  });
+  const parentNamespace = process.env[PARENT_NS_ENV] ?? '';
+  let freeze: FreezeSandbox | undefined;
+  let devDir = VMBUS_DEV_DIR;
+  let env: NodeJS.ProcessEnv = process.env;
+  let sandbox: { stateDir: string; cleanup(): void };
+  if (opts.freezeSandbox) {
+    freeze = buildFreezeSandbox({
+      parentNamespace,
+      filesystems: opts.freezeSandbox.map((type) => ({ type })),
+    });
+    devDir = `${freeze.root}${VMBUS_DEV_DIR}`;
+    env = { ...process.env, ...freezeSandboxEnv(freeze) };
+    const built = freeze;
+    sandbox = { stateDir: `${built.root}/var/lib/hyperv`, cleanup: () => built.cleanup() };
+    say(`freeze sandbox: ${freeze.mounts.map((m) => `${m.mountPoint} (${m.type}, ${m.device})`).join(', ')}`);
+  } else {
+    sandbox = buildSandbox({
+      parentNamespace,
+      ...(opts.state ? { stateDir: resolve(opts.state) } : {}),
+      ...(opts.scripts ? { scriptsDir: resolve(opts.scripts) } : {}),
+    });
+  }
+  if (opts.restart) command = withRestart(command);
+  if (freeze) command = freeze.wrap(command);
   const shim = new KernelShim({ services: opts.services });
   let files: DeviceFiles | undefined;
   let child: ChildProcess | undefined;
   let code = 0;
   try {
-    files = await mountDeviceFiles(shim, VMBUS_DEV_DIR);
+    files = await mountDeviceFiles(shim, devDir);
     say(
       `devices ${opts.services.map((s) => `${VMBUS_DEV_DIR}/hv_${s}`).join(', ')}; state ${sandbox.stateDir}`,
     );
     child = spawn(command[0] ?? 'true', command.slice(1), {
       stdio: opts.console ? ['ignore', 'inherit', 'inherit'] : 'inherit',
+      env,
     });
     const exited = new Promise<number>((done) =>
       child?.on('exit', (c, sig) => done(c ?? 128 + (sig === 'SIGKILL' ? 9 : sig === 'SIGINT' ? 2 : 15))),
@@ -118,13 +165,31 @@ async function runInNamespace(opts: RunOptions, command: string[]): Promise<numb
         suspend: () => shim.suspend(),
         resume: () => shim.resume(),
       };
+      // What the host cannot see: after each VSS step, which sandbox file systems are frozen.
+      const guest: { index: number; frozen: string[] }[] = [];
+      const onStep = (entry: { index: number; op: string }) => {
+        // Only after VSS steps: the daemon is idle once it has replied (after a fault it may still be
+        // thawing, and the FIFREEZE probe would race with it).
+        if (freeze && entry.op.startsWith('vss')) {
+          const f = freeze;
+          guest.push({
+            index: entry.index,
+            frozen: f.mounts.filter((m) => f.isFrozen(m)).map((m) => m.mountPoint),
+          });
+        }
+      };
       const recording = await Promise.race([
-        scenario.runScenario(steps, { shim, faults, baseDir: dirname(resolve(opts.scenario)) }),
+        scenario.runScenario(steps, { shim, faults, baseDir: dirname(resolve(opts.scenario)), onStep }),
         exited.then((c) => {
           throw new Error(`the command exited (${c}) before the scenario ended`);
         }),
       ]);
-      if (opts.record) writeFileSync(opts.record, `${JSON.stringify(recording, null, 2)}\n`);
+      if (opts.record) {
+        writeFileSync(
+          opts.record,
+          `${JSON.stringify(freeze ? { ...recording, guest } : recording, null, 2)}\n`,
+        );
+      }
       const failed = recording.steps.filter((s: { ok: boolean }) => !s.ok);
       say(`scenario: ${recording.steps.length - failed.length} passed, ${failed.length} failed`);
       code = failed.length === 0 ? 0 : 1;
@@ -178,6 +243,12 @@ export async function main(argv: string[]): Promise<number> {
     .option('--scenario <file>', 'drive the host from this scenario file, then stop COMMAND')
     .option('--record <file>', 'write what the host saw (JSON) to this file')
     .option('--console', 'drive the host by hand from an interactive console')
+    .option(
+      '--freeze-sandbox <list>',
+      'run COMMAND pivoted into a scratch root with these loop-mounted images: ext4,xfs',
+      parseFilesystems,
+    )
+    .option('--restart', 'restart COMMAND whenever it exits, as a service manager would')
     .option('--stop-timeout <ms>', 'how long COMMAND gets to exit after SIGTERM', (v) => Number(v), 5000)
     .argument('<command...>', 'the command to run (after --)')
     .action((command: string[], opts: RunOptions) => {
