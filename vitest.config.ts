@@ -4,6 +4,7 @@ import SummaryReporter from './test/support/summary-reporter.js';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/support/global-teardown.ts'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     reporters: ['default', new SummaryReporter()],

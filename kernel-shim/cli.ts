@@ -58,11 +58,22 @@ function say(msg: string): void {
   process.stderr.write(`kernel-shim: ${msg}\n`);
 }
 
-/** Re-run this very command inside `unshare --mount --propagation private --fork`. */
+/**
+ * Re-run this very command inside `unshare --mount --propagation private --fork`.
+ *
+ * unshare --fork does not pass SIGTERM/SIGINT on to the process it forked, so the namespace runs
+ * in a process group of its own and signals go to the whole group. `setpriv --pdeathsig KILL`
+ * makes a SIGKILL of this process take the namespace down too (unshare --kill-child then kills
+ * the rest), so the sandbox never outlives the shim.
+ */
 function reexecInNamespace(argv: string[]): Promise<number> {
   const child = spawn(
-    'unshare',
+    'setpriv',
     [
+      '--pdeathsig',
+      'KILL',
+      '--',
+      'unshare',
       '--mount',
       '--propagation',
       'private',
@@ -74,11 +85,19 @@ function reexecInNamespace(argv: string[]): Promise<number> {
       process.argv[1] ?? '',
       ...argv,
     ],
-    { stdio: 'inherit', env: { ...process.env, [PARENT_NS_ENV]: mountNamespaceId() } },
+    { stdio: 'inherit', detached: true, env: { ...process.env, [PARENT_NS_ENV]: mountNamespaceId() } },
   );
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => child.kill(sig));
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      try {
+        if (child.pid) process.kill(-child.pid, sig);
+      } catch {
+        // already gone
+      }
+    });
+  }
   return new Promise((done) =>
-    child.on('exit', (code, sig) => done(code ?? 128 + (sig === 'SIGKILL' ? 9 : 15))),
+    child.on('exit', (code, sig) => done(code ?? 128 + (sig === 'SIGKILL' ? 9 : sig === 'SIGINT' ? 2 : 15))),
   );
 }
 

@@ -1,0 +1,76 @@
+/**
+ * `kernel-shim run` as a program: the namespace keeps every mount private, a stop by SIGTERM or
+ * SIGINT is clean, a SIGKILL of the shim leaves no stale mount behind, and the console drives the
+ * host from piped input.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { leftovers } from '../support/global-teardown.js';
+
+const REPO = resolve(import.meta.dirname, '../..');
+const CLI = [process.execPath, '--import', 'tsx', `${REPO}/kernel-shim/cli.ts`];
+
+function start(args: string[], input?: string) {
+  const child = spawn(CLI[0]!, [...CLI.slice(1), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  if (input !== undefined) child.stdin.end(input);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.on('exit', (code, signal) => r({ code, signal })),
+  );
+  return { child, exited, out: () => out, err: () => err };
+}
+
+async function until(cond: () => boolean, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const hostMounts = () => readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => /hvshim|hv-shim-/.test(l));
+
+describe('kernel-shim run', () => {
+  it('passes the exit status on; the mounts exist only inside its namespace', async () => {
+    const r = start(['run', '--services', 'kvp', '--', 'sh', '-c', 'test -e /dev/vmbus/hv_kvp && grep -q hvshim /proc/self/mounts && exit 7']);
+    expect((await r.exited).code).toBe(7);
+    expect(hostMounts()).toEqual([]);
+  }, 60_000);
+
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    it(`stops cleanly on ${sig}: the command is stopped, nothing is left mounted`, async () => {
+      const r = start(['run', '--services', 'kvp,vss', '--', 'sleep', '600']);
+      await until(() => /devices/.test(r.err()));
+      r.child.kill(sig);
+      const { code } = await r.exited;
+      expect(code).not.toBeNull();
+      expect(hostMounts()).toEqual([]);
+      expect(leftovers()).toEqual([]);
+    }, 60_000);
+  }
+
+  it('a SIGKILL of the shim leaves no stale mount (the namespace dies with its processes)', async () => {
+    const r = start(['run', '--services', 'kvp', '--', 'sleep', '600']);
+    await until(() => /devices/.test(r.err()));
+    r.child.kill('SIGKILL');
+    await r.exited;
+    // unshare --kill-child takes the sandbox's processes with it; the namespace and its mounts go.
+    await until(() => leftovers().length === 0 && hostMounts().length === 0, 10_000);
+  }, 60_000);
+
+  it('the console drives the host from piped input', async () => {
+    const r = start(
+      ['run', '--services', 'kvp', '--console', '--', '/usr/sbin/hv_kvp_daemon', '-n'],
+      'wait-ready kvp 20s\nkvp set Console works\nkvp get Console\nkvp list external\nquit\n',
+    );
+    await r.exited;
+    expect(r.out()).toMatch(/HV_S_OK/);
+    expect(r.out()).toMatch(/Console/);
+    expect(hostMounts()).toEqual([]);
+  }, 60_000);
+});
