@@ -59,7 +59,9 @@ function say(msg: string): void {
 }
 
 /**
- * Re-run this very command inside `unshare --mount --propagation private --fork`.
+ * Re-run this very command inside `unshare --mount --propagation private --pid --fork`: the shim
+ * becomes PID 1 of a PID namespace, so when it dies, for whatever reason, the kernel kills every
+ * process of the sandbox, and the mount namespace goes with the last of them.
  *
  * unshare --fork does not pass SIGTERM/SIGINT on to the process it forked, so the namespace runs
  * in a process group of its own and signals go to the whole group. `setpriv --pdeathsig KILL`
@@ -77,6 +79,8 @@ function reexecInNamespace(argv: string[]): Promise<number> {
       '--mount',
       '--propagation',
       'private',
+      '--pid',
+      '--mount-proc',
       '--fork',
       '--kill-child',
       '--',
@@ -161,7 +165,8 @@ async function runInNamespace(opts: RunOptions, command: string[]): Promise<numb
     say(
       `devices ${opts.services.map((s) => `${VMBUS_DEV_DIR}/hv_${s}`).join(', ')}; state ${sandbox.stateDir}`,
     );
-    child = spawn(command[0] ?? 'true', command.slice(1), {
+    // The command dies with the shim, whatever kills it: an orphan would keep the namespace alive.
+    child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', ...command], {
       stdio: opts.console ? ['ignore', 'inherit', 'inherit'] : 'inherit',
       env,
     });

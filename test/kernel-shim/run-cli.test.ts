@@ -4,16 +4,18 @@
  * host from piped input.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { leftovers } from '../support/global-teardown.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const CLI = [process.execPath, '--import', 'tsx', `${REPO}/kernel-shim/cli.ts`];
 
-function start(args: string[], input?: string) {
-  const child = spawn(CLI[0]!, [...CLI.slice(1), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+function start(args: string[], input?: string, env: Record<string, string> = {}) {
+  const child = spawn(CLI[0]!, [...CLI.slice(1), ...args], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   let out = '';
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -33,11 +35,22 @@ async function until(cond: () => boolean, ms = 20_000): Promise<void> {
   }
 }
 
-const hostMounts = () => readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => /hvshim|hv-shim-/.test(l));
+const hostMounts = () =>
+  readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .filter((l) => /hvshim|hv-shim-/.test(l));
 
 describe('kernel-shim run', () => {
   it('passes the exit status on; the mounts exist only inside its namespace', async () => {
-    const r = start(['run', '--services', 'kvp', '--', 'sh', '-c', 'test -e /dev/vmbus/hv_kvp && grep -q hvshim /proc/self/mounts && exit 7']);
+    const r = start([
+      'run',
+      '--services',
+      'kvp',
+      '--',
+      'sh',
+      '-c',
+      'test -e /dev/vmbus/hv_kvp && grep -q hvshim /proc/self/mounts && exit 7',
+    ]);
     expect((await r.exited).code).toBe(7);
     expect(hostMounts()).toEqual([]);
   }, 60_000);
@@ -50,17 +63,35 @@ describe('kernel-shim run', () => {
       const { code } = await r.exited;
       expect(code).not.toBeNull();
       expect(hostMounts()).toEqual([]);
-      expect(leftovers()).toEqual([]);
     }, 60_000);
   }
 
   it('a SIGKILL of the shim leaves no stale mount (the namespace dies with its processes)', async () => {
-    const r = start(['run', '--services', 'kvp', '--', 'sleep', '600']);
+    const marker = `hv-sigkill-${process.pid}`;
+    // a grandchild of the shim: it carries the marker through its environment
+    const r = start(['run', '--services', 'kvp', '--', 'sh', '-c', 'sleep 600; true', marker], undefined, {
+      HV_TEST_MARKER: marker,
+    });
     await until(() => /devices/.test(r.err()));
     r.child.kill('SIGKILL');
     await r.exited;
     // unshare --kill-child takes the sandbox's processes with it; the namespace and its mounts go.
-    await until(() => leftovers().length === 0 && hostMounts().length === 0, 10_000);
+    await until(() => hostMounts().length === 0, 10_000);
+    // and no process of the sandbox survives (an orphan would keep the namespace alive)
+    const pids = () =>
+      readdirSync('/proc')
+        .filter((d) => /^\d+$/.test(d))
+        .filter((d) => {
+          try {
+            return (
+              readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(marker) ||
+              readFileSync(`/proc/${d}/environ`, 'utf8').includes(marker)
+            );
+          } catch {
+            return false;
+          }
+        });
+    await until(() => pids().length === 0, 10_000);
   }, 60_000);
 
   it('the console drives the host from piped input', async () => {
