@@ -31,6 +31,7 @@ const rows: string[] = [];
 for (const records of sizes) {
   for (const [name, command] of [
     ['hv-kvp-ts', OURS.kvp],
+    ['hv-kvp-ts --no-sync', [...OURS.kvp, '--no-sync']],
     ['hv_kvp_daemon', UPSTREAM.kvp],
   ] as const) {
     const stateDir = mkdtempSync(join(tmpdir(), 'hv-kvp-bench-'));

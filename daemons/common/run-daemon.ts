@@ -49,9 +49,17 @@ export async function runDaemon<O extends CommonOptions>(
   const logger = createLogger({ name: spec.logName, level: spec.logLevel?.(options) ?? options.logLevel });
   const stop = stopSignal(logger);
   logger.info({ device: options.device, node: process.version }, `${spec.logName} starting`);
-  let setup: Awaited<ReturnType<DaemonSpec<O>['setup']>>;
+  let setup: Awaited<ReturnType<DaemonSpec<O>['setup']>> | undefined;
   try {
-    setup = await spec.setup(options, logger);
+    // A stop request during start-up is honoured too (setup may wait on a lock, a slow disk, …).
+    const stopped = new Promise<undefined>((r) =>
+      stop.addEventListener('abort', () => r(undefined), { once: true }),
+    );
+    setup = await Promise.race([spec.setup(options, logger), stopped]);
+    if (!setup) {
+      logger.info({}, `${spec.logName} stopped during start-up`);
+      return 0;
+    }
   } catch (e) {
     const code = (e as { exitCode?: number }).exitCode ?? EX_SOFTWARE;
     logger.fatal({ err: String(e) }, `cannot start: ${e instanceof Error ? e.message : e}`);

@@ -21,6 +21,7 @@ interface KvpOptions extends CommonOptions {
   debug?: boolean;
   poolDir: string;
   scriptsDir: string;
+  sync: boolean;
   sysRoot: string;
 }
 
@@ -40,6 +41,10 @@ export function kvpProgram() {
       '--scripts-dir <dir>',
       'where hv_get_dns_info, hv_get_dhcp_info and hv_set_ifconfig live',
       SCRIPTS_DIR,
+    )
+    .option(
+      '--no-sync',
+      'do not fsync pool writes: still safe if the daemon crashes, not if the host does (upstream never syncs)',
     )
     .addOption(
       new Option('--sys-root <dir>', 'read /sys and /etc below this directory (tests)')
@@ -62,7 +67,11 @@ export function runKvp(
       async setup(o, logger) {
         let pools: KvpPools;
         try {
-          pools = await KvpPools.open({ dir: o.poolDir, logger: logger.child({ part: 'pool' }) });
+          pools = await KvpPools.open({
+            dir: o.poolDir,
+            logger: logger.child({ part: 'pool' }),
+            durable: o.sync,
+          });
         } catch (e) {
           throw Object.assign(
             new Error(`cannot open the pools in ${o.poolDir}: ${e instanceof Error ? e.message : e}`),

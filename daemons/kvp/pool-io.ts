@@ -5,6 +5,7 @@
  *
  * Node sets O_CLOEXEC on every descriptor it opens, as the C daemon does with "re"/O_CLOEXEC.
  */
+import { mkdirp } from '../common/mkdirp.js';
 import {
   closeSync,
   constants,
@@ -94,7 +95,7 @@ const nsToSeconds = (ns: bigint): number => Number(ns / 1000n) / 1e6;
 
 export const nodePoolIo: PoolIo = {
   mkdirp(dir, mode) {
-    mkdirSync(dir, { recursive: true, mode });
+    mkdirp(dir, mode);
   },
   open(path, mode) {
     for (;;) {

@@ -125,6 +125,11 @@ export interface KvpPoolsOptions {
   racyWindowMs?: number;
   /** The effects (tests replace it). */
   io?: PoolIo;
+  /**
+   * fdatasync every acknowledged change (default true): safe against a host crash or a power loss,
+   * not only against a crash of the daemon. Upstream never syncs.
+   */
+  durable?: boolean;
 }
 
 /** A pool file stayed locked by another process for longer than lockTimeoutMs. */
@@ -634,7 +639,11 @@ export class KvpPools {
    * loaded at its first use instead.
    */
   static async open(opts: KvpPoolsOptions): Promise<KvpPools> {
-    const io = opts.io ?? nodePoolIo;
+    const base = opts.io ?? nodePoolIo;
+    // Without durability, writes keep their order and their journal (safe against a crash of the
+    // daemon: the page cache survives it) but are not flushed to the disk.
+    const io: PoolIo =
+      opts.durable === false ? { ...base, datasync: async () => {}, syncDir: async () => {} } : base;
     const log = opts.logger;
     const tuning = {
       lockTimeoutMs: opts.lockTimeoutMs ?? 10_000,

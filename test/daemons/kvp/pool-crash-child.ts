@@ -82,7 +82,16 @@ const io: PoolIo = {
 };
 
 const say = (line: string): void => {
-  writeSync(1, `${line}\n`);
+  // stdout is a non-blocking pipe: when the parent lags, retry instead of dying of EAGAIN.
+  const bytes = Buffer.from(`${line}\n`);
+  for (let off = 0; off < bytes.length;) {
+    try {
+      off += writeSync(1, bytes, off);
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'EAGAIN') throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    }
+  }
 };
 
 const alphabet = ['a', 'b', 'é', '€', '😀', ' ', 'z'];
