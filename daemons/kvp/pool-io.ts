@@ -13,7 +13,6 @@ import {
   fstatSync,
   futimesSync,
   ftruncateSync,
-  mkdirSync,
   openSync,
   read,
   statSync,
