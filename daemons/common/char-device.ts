@@ -6,10 +6,12 @@
  */
 import { closeSync, constants, openSync, readSync, writeSync } from 'node:fs';
 import { AbortedError, type DeviceBinding, type DeviceHandle } from './device.js';
-import { POLLERR, POLLHUP, POLLIN, POLLNVAL, pollAsync } from './libc.js';
+import { POLLERR, POLLHUP, POLLIN, POLLNVAL, pollAsync, pollSync } from './libc.js';
 
 /** How long one poll(2) may wait before the abort signal is checked again. */
 export const POLL_SLICE_MS = 200;
+/** The first, synchronous, wait for the next message. */
+export const QUICK_POLL_MS = 2;
 
 class CharDevice implements DeviceHandle {
   private fd: number | undefined;
@@ -22,10 +24,14 @@ class CharDevice implements DeviceHandle {
   }
 
   async read(size: number, signal?: AbortSignal): Promise<Buffer> {
-    for (;;) {
+    for (let round = 0; ; round++) {
       if (signal?.aborted) throw new AbortedError();
       const fd = this.requireFd();
-      const revents = await pollAsync(fd, POLLIN, POLL_SLICE_MS);
+      // The next message usually follows our reply within a millisecond (a file copy, an
+      // enumeration): a short wait on the main thread catches it without a thread-pool round trip.
+      // After that, bounded waits off the main thread, so nothing else is held up.
+      const revents =
+        round === 0 ? pollSync(fd, POLLIN, QUICK_POLL_MS) : await pollAsync(fd, POLLIN, POLL_SLICE_MS);
       if (signal?.aborted) throw new AbortedError();
       if (this.fd === undefined) throw Object.assign(new Error(`${this.path}: closed`), { code: 'EBADF' });
       if (revents & POLLNVAL)

@@ -147,8 +147,21 @@ function check(syscall: string, rc: number, detail?: string): number {
 
 /** poll(2) one fd without blocking (timeout 0): the revents mask. */
 export function pollNow(fd: number, events = POLLIN): number {
+  return pollSync(fd, events, 0);
+}
+
+/**
+ * poll(2) one fd on the main thread for at most `timeoutMs` (keep it to a few milliseconds: the
+ * event loop waits meanwhile). Returns revents, 0 on timeout or EINTR.
+ */
+export function pollSync(fd: number, events: number, timeoutMs: number): number {
   const fds = [{ fd, events, revents: 0 }];
-  check('poll', libc().poll(fds, 1, 0));
+  const rc = libc().poll(fds, 1, timeoutMs);
+  if (rc < 0) {
+    const e = libc().errno();
+    if (e === 4) return 0;
+    throw new ErrnoError('poll', e);
+  }
   return fds[0]?.revents ?? 0;
 }
 
