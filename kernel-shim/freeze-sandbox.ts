@@ -38,6 +38,14 @@ export interface FreezeSandboxOptions {
   filesystems: readonly { type: FsType; mountPoint?: string; sizeMiB?: number }[];
   /** Host directories visible in the root through overlays (default /usr, /etc). */
   hostDirs?: readonly string[];
+  /**
+   * Put the root itself on a loop-mounted image of this type (default: a tmpfs), so that `/` is
+   * a filesystem a VSS daemon freezes (last). /run is then a tmpfs of its own, as on a real
+   * system. The root appears first in `mounts`, with mount point `/`.
+   */
+  rootImage?: FsType;
+  /** Size of the root image (default 64 MiB for ext4, 320 MiB for xfs). */
+  rootSizeMiB?: number;
 }
 
 export interface SandboxMount {
@@ -73,11 +81,12 @@ function run(cmd: string, args: readonly string[]): string {
 const PIVOT_SCRIPT = `
 set -e
 cd "$HV_SANDBOX_ROOT"
-mkdir -p .oldroot
+# .oldroot is made when the root is built and kept: the root may be a frozen image, where even a
+# mkdir of an existing directory would block.
+[ -d .oldroot ] || mkdir .oldroot
 pivot_root . .oldroot
 cd /
 umount -l /.oldroot
-rmdir /.oldroot
 # Refuse if a block-device file system other than our loop devices is visible.
 awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { src = $(i + 2); break }
        split($3, d, ":");
@@ -87,18 +96,72 @@ awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { src = $(i + 2); break }
 exec "$@"
 `;
 
+/** Create a sparse image of `type` in `path` and make its filesystem. */
+function makeImage(path: string, type: FsType, sizeMiB: number): void {
+  writeFileSync(path, '');
+  truncateSync(path, sizeMiB * 1024 * 1024);
+  run(type === 'xfs' ? 'mkfs.xfs' : 'mkfs.ext4', type === 'xfs' ? ['-q', path] : ['-q', '-F', path]);
+}
+
+/** Loop-mount `image` on `target` and return the loop device (e.g. /dev/loop3). */
+function loopMount(image: string, target: string): string {
+  // -o loop sets autoclear: the loop device detaches when the last mount of it goes.
+  run('mount', ['-o', 'loop', image, target]);
+  const line = readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .find((l) => l.split(' ')[1] === target);
+  const device = line?.split(' ')[0] ?? '';
+  if (!/^\/dev\/loop\d+$/.test(device))
+    throw new Error(`${image}: not mounted from a loop device (${device})`);
+  return device;
+}
+
+/** The block device node of `device` inside the root's /dev. */
+function makeDeviceNode(root: string, device: string): void {
+  const st = spawnSync('stat', ['-c', '%t %T', device], { encoding: 'utf8' }).stdout.trim().split(' ');
+  run('mknod', [
+    '-m',
+    '0660',
+    join(root, device),
+    'b',
+    String(parseInt(st[0] ?? '7', 16)),
+    String(parseInt(st[1] ?? '0', 16)),
+  ]);
+}
+
 export function buildFreezeSandbox(opts: FreezeSandboxOptions): FreezeSandbox {
   if (!inPrivateMountNamespace(opts.parentNamespace)) {
     throw new Error('refusing to build the freeze sandbox outside a private mount namespace');
   }
   run('mount', ['--make-rprivate', '/']);
   const root = mkdtempSync(join(tmpdir(), 'hv-freeze-root-'));
-  run('mount', ['-t', 'tmpfs', '-o', 'mode=0755', 'hv-freeze-root', root]);
   const scratch = join(root, '.scratch');
-  for (const d of ['.scratch', 'proc', 'sys', 'dev', 'tmp', 'run', 'mnt', 'var/lib/hyperv']) {
+  const mounts: SandboxMount[] = [];
+  let rootDevice: string | undefined;
+  if (opts.rootImage) {
+    // The image lives in a tmpfs of its own, moved under the root once the root is mounted.
+    const outer = mkdtempSync(join(tmpdir(), 'hv-freeze-scratch-'));
+    run('mount', ['-t', 'tmpfs', '-o', 'mode=0700', 'hv-freeze-scratch', outer]);
+    const image = join(outer, `root-${opts.rootImage}.img`);
+    makeImage(image, opts.rootImage, opts.rootSizeMiB ?? (opts.rootImage === 'xfs' ? 320 : 64));
+    rootDevice = loopMount(image, root);
+    run('chmod', ['0755', root]);
+    mkdirSync(scratch, { mode: 0o700 });
+    run('mount', ['--move', outer, scratch]);
+    rmdirSync(outer);
+    mounts.push({ type: opts.rootImage, mountPoint: '/', hostPath: root, device: rootDevice });
+  } else {
+    run('mount', ['-t', 'tmpfs', '-o', 'mode=0755', 'hv-freeze-root', root]);
+    mkdirSync(scratch, { mode: 0o755 });
+    run('mount', ['-t', 'tmpfs', '-o', 'mode=0700', 'hv-freeze-scratch', scratch]);
+  }
+  for (const d of ['.oldroot', 'proc', 'sys', 'dev', 'tmp', 'run', 'mnt', 'var/lib/hyperv']) {
     mkdirSync(join(root, d), { recursive: true, mode: 0o755 });
   }
-  run('mount', ['-t', 'tmpfs', '-o', 'mode=0700', 'hv-freeze-scratch', scratch]);
+  if (opts.rootImage) {
+    run('chmod', ['1777', join(root, 'tmp')]);
+    run('mount', ['-t', 'tmpfs', '-o', 'mode=0755', 'hv-freeze-run', join(root, 'run')]);
+  }
 
   // Host directories as overlays (the lower side is never written).
   const hostDirs = opts.hostDirs ?? ['/usr', '/etc'];
@@ -133,36 +196,16 @@ export function buildFreezeSandbox(opts: FreezeSandboxOptions): FreezeSandbox {
   }
   mkdirSync(join(root, 'dev', 'vmbus'), { mode: 0o755 });
   mkdirSync(join(root, 'dev', 'shm'), { mode: 0o1777 });
+  if (rootDevice) makeDeviceNode(root, rootDevice);
 
-  const mounts: SandboxMount[] = [];
   for (const fs of opts.filesystems) {
     const mountPoint = fs.mountPoint ?? `/mnt/${fs.type}`;
     const image = join(scratch, `${fs.type}-${mounts.length}.img`);
-    writeFileSync(image, '');
-    truncateSync(image, (fs.sizeMiB ?? (fs.type === 'xfs' ? 320 : 32)) * 1024 * 1024);
-    run(
-      fs.type === 'xfs' ? 'mkfs.xfs' : 'mkfs.ext4',
-      fs.type === 'xfs' ? ['-q', image] : ['-q', '-F', image],
-    );
+    makeImage(image, fs.type, fs.sizeMiB ?? (fs.type === 'xfs' ? 320 : 32));
     const hostPath = join(root, mountPoint);
     mkdirSync(hostPath, { recursive: true });
-    // -o loop sets autoclear: the loop device detaches when the last mount of it goes.
-    run('mount', ['-o', 'loop', image, hostPath]);
-    const line = readFileSync('/proc/self/mounts', 'utf8')
-      .split('\n')
-      .find((l) => l.split(' ')[1] === hostPath);
-    const device = line?.split(' ')[0] ?? '';
-    if (!/^\/dev\/loop\d+$/.test(device))
-      throw new Error(`${image}: not mounted from a loop device (${device})`);
-    const st = spawnSync('stat', ['-c', '%t %T', device], { encoding: 'utf8' }).stdout.trim().split(' ');
-    run('mknod', [
-      '-m',
-      '0660',
-      join(root, device),
-      'b',
-      String(parseInt(st[0] ?? '7', 16)),
-      String(parseInt(st[1] ?? '0', 16)),
-    ]);
+    const device = loopMount(image, hostPath);
+    makeDeviceNode(root, device);
     mounts.push({ type: fs.type, mountPoint, hostPath, device });
   }
 
@@ -217,7 +260,7 @@ export function buildFreezeSandbox(opts: FreezeSandboxOptions): FreezeSandbox {
         .map((m) => m.mountPoint),
     cleanup: () => {
       sandbox.thawAll();
-      for (const m of [...mounts].reverse()) spawnSync('umount', [m.hostPath]);
+      for (const m of [...mounts].reverse()) if (m.hostPath !== root) spawnSync('umount', [m.hostPath]);
       spawnSync('umount', ['-R', '-l', root]);
       try {
         rmdirSync(root);
