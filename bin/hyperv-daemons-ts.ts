@@ -1,20 +1,92 @@
 /**
- * `npm start`: says what this machine has (a real Hyper-V /dev/vmbus or not) and what of the project
- * is built and can run here.
+ * `npm start`, the main job from a checkout.
+ *
+ * On a Hyper-V guest (the /dev/vmbus/hv_* devices exist) it runs hv-kvp-ts, hv-vss-ts and
+ * hv-fcopy-ts on the real devices. Elsewhere it runs them against the embedded kernel-shim, with
+ * the interactive host console, clearly labelled as simulated: inside a scratch root whose only
+ * freezable file systems are two loop-mounted images (ext4 and xfs), so a FREEZE typed at the
+ * console can never reach this machine's own file systems.
  */
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { HV_KVP_MSG, HV_VSS_MSG, UAPI_STRUCTS } from '../uapi/index.js';
+import { resolve } from 'node:path';
 
-const devices = ['hv_kvp', 'hv_vss', 'hv_fcopy'].map((d) => `/dev/vmbus/${d}`);
-const present = devices.filter((d) => existsSync(d));
+const REPO = resolve(import.meta.dirname, '..');
+const NODE = [process.execPath, '--import', 'tsx'];
+const DAEMONS = {
+  kvp: [...NODE, `${REPO}/daemons/kvp/main.ts`, '-n', '--scripts-dir', `${REPO}/daemons/kvp/scripts`],
+  vss: [...NODE, `${REPO}/daemons/vss/main.ts`, '-n'],
+  fcopy: [...NODE, `${REPO}/daemons/fcopy/main.ts`, '-n'],
+} as const;
 
-console.log('hyperv-daemons-ts');
-console.log(
-  present.length > 0
-    ? `Hyper-V devices on this machine: ${present.join(', ')}`
-    : 'No /dev/vmbus devices here (not a Hyper-V guest): the daemons will run against the embedded kernel-shim.',
-);
-console.log(
-  `UAPI codecs: ${UAPI_STRUCTS.length} structs (struct hv_kvp_msg ${HV_KVP_MSG.size} bytes, struct hv_vss_msg ${HV_VSS_MSG.size} bytes), verified against <linux/hyperv.h> by npm test.`,
-);
-console.log('Not built yet: kernel-shim, hv-kvp-ts, hv-vss-ts, hv-fcopy-ts, hv-supervisor, packages.');
+const quote = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
+
+/**
+ * A POSIX shell script that starts each command in the background and passes SIGTERM/SIGINT on
+ * to all of them (a non-interactive shell does neither by itself), then waits for them.
+ */
+export function superviseScript(commands: readonly (readonly string[])[], prefix = ''): string {
+  const starts = commands.map((c, i) => `${c.map(quote).join(' ')} & p${i}=$!;`).join(' ');
+  const pids = commands.map((_c, i) => `$p${i}`).join(' ');
+  return `${prefix}${starts} trap 'kill ${pids} 2>/dev/null; wait' TERM INT; wait`;
+}
+
+function runAll(services: (keyof typeof DAEMONS)[]): void {
+  const child = spawn('/bin/sh', ['-c', superviseScript(services.map((s) => DAEMONS[s]))], {
+    stdio: 'inherit',
+  });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => child.kill(sig));
+  child.on('exit', (code) => process.exit(code ?? 0));
+}
+
+const real = (['kvp', 'vss', 'fcopy'] as const).filter((s) => existsSync(`/dev/vmbus/hv_${s}`));
+if (real.length > 0) {
+  process.stderr.write(`hyperv-daemons-ts: Hyper-V devices found (${real.join(', ')}): serving them.\n`);
+  runAll(real);
+} else {
+  if (process.getuid?.() !== 0) {
+    process.stderr.write(
+      'hyperv-daemons-ts: the simulation needs root (mount namespaces, FUSE, loop devices).\n',
+    );
+    process.exit(77);
+  }
+  process.stderr.write(
+    [
+      '',
+      '  SIMULATED: no Hyper-V devices here. hv-kvp-ts, hv-vss-ts and hv-fcopy-ts run against the',
+      '  embedded kernel-shim in a private sandbox; you are the Hyper-V host. Try:',
+      '    kvp set Greeting hello        kvp list auto        kvp list external',
+      '    vss freeze                    vss thaw             (two loop images: /mnt/ext4, /mnt/xfs)',
+      '    fcopy put /tmp hello.txt "hello from the host"       status      help      quit',
+      '',
+      '',
+    ].join('\n'),
+  );
+  // After the pivot the working directory is /: tsx resolves from the repository.
+  const inner = superviseScript(
+    (['kvp', 'vss', 'fcopy'] as const).map((s) => DAEMONS[s]),
+    `cd ${quote(REPO)}; `,
+  );
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      `${REPO}/kernel-shim/cli.ts`,
+      'run',
+      '--services',
+      'kvp,vss,fcopy',
+      '--freeze-sandbox',
+      'ext4,xfs',
+      '--host-dir',
+      REPO,
+      '--console',
+      '--',
+      '/bin/sh',
+      '-c',
+      inner,
+    ],
+    { stdio: 'inherit' },
+  );
+  child.on('exit', (code) => process.exit(code ?? 0));
+}

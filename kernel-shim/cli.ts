@@ -29,6 +29,7 @@ interface RunOptions {
   console?: boolean;
   stopTimeout: number;
   freezeSandbox?: FsType[];
+  hostDir: string[];
   restart?: boolean;
 }
 
@@ -141,6 +142,7 @@ async function runInNamespace(opts: RunOptions, command: string[]): Promise<numb
     freeze = buildFreezeSandbox({
       parentNamespace,
       filesystems: opts.freezeSandbox.map((type) => ({ type })),
+      hostDirs: ['/usr', '/etc', ...opts.hostDir.map((d) => resolve(d))],
     });
     devDir = `${freeze.root}${VMBUS_DEV_DIR}`;
     env = { ...process.env, ...freezeSandboxEnv(freeze) };
@@ -273,6 +275,12 @@ export async function main(argv: string[]): Promise<number> {
       parseFilesystems,
     )
     .option('--restart', 'restart COMMAND whenever it exits, as a service manager would')
+    .option(
+      '--host-dir <dir>',
+      'with --freeze-sandbox: also show this host directory in the sandbox (an overlay; repeatable)',
+      (v: string, prev: string[]) => [...prev, v],
+      [] as string[],
+    )
     .option('--stop-timeout <ms>', 'how long COMMAND gets to exit after SIGTERM', (v) => Number(v), 5000)
     .argument('<command...>', 'the command to run (after --)')
     .action((command: string[], opts: RunOptions) => {

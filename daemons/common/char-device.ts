@@ -53,7 +53,12 @@ class CharDevice implements DeviceHandle {
     if (this.fd === undefined) return;
     const fd = this.fd;
     this.fd = undefined;
-    closeSync(fd);
+    try {
+      closeSync(fd);
+    } catch {
+      // The descriptor is released whatever close(2) reports (e.g. ENOTCONN from an aborted
+      // FUSE connection, EIO): there is nothing to retry, and nothing worth dying for.
+    }
   }
 
   private requireFd(): number {
