@@ -7,7 +7,11 @@ import { describe, expect, it } from 'vitest';
 
 const MAIN = resolve(import.meta.dirname, '../../../daemons/kvp/main.ts');
 const run = (args: string[], timeout = 20_000) =>
-  spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], { encoding: 'utf8', timeout });
+  spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+    encoding: 'utf8',
+    timeout,
+    killSignal: 'SIGKILL',
+  });
 
 describe('hv-kvp-ts command line', () => {
   it('-h and --help print the options and exit 0, naming the upstream flags and ours', () => {
@@ -55,7 +59,7 @@ describe('hv-kvp-ts command line', () => {
           MAIN,
           dir,
         ],
-        { encoding: 'utf8', timeout: 20_000 },
+        { encoding: 'utf8', timeout: 20_000, killSignal: 'SIGKILL' },
       );
       expect(child.status).toBe(0);
       expect(statSync(dir).mode & 0o777).toBe(0o755);
