@@ -21,8 +21,8 @@ import {
   encodeFcopyMessage,
 } from '../../uapi/fcopy.js';
 import { HV_START_FCOPY } from '../../uapi/layout.js';
-import { ICMSG_HDR, ICMSGTYPE_FCOPY, ICMSGTYPE_NEGOTIATE } from '../channel/icmsg.js';
-import { FCOPY_FW_VERSIONS, FCOPY_SRV_VERSIONS, prepNegotiateResponse } from '../channel/negotiate.js';
+import { ICMSG_HDR, ICMSGTYPE_FCOPY } from '../channel/icmsg.js';
+import { FCOPY_FW_VERSIONS, FCOPY_SRV_VERSIONS } from '../channel/negotiate.js';
 import type { DelayedWork } from '../clock.js';
 import { EFAULT, EINVAL } from '../errno.js';
 import { type Utf16OverflowRule, utf16sToUtf8s } from '../nls.js';
@@ -59,22 +59,14 @@ export class FcopyDriver extends UtilDriver {
 
   protected onChannelCallback(): void {
     if (this.state > HVUTIL_READY) return;
-    const len = this.receive();
-    if (len === 0 || !this.hasIcHeader(len)) return;
-    const type = this.msgType();
-    if (type === ICMSGTYPE_NEGOTIATE) {
-      prepNegotiateResponse(this.recvBuffer.subarray(0, len), FCOPY_FW_VERSIONS, FCOPY_SRV_VERSIONS);
-      this.respond(this.recvBuffer.readUInt32LE(20), len);
-      return;
-    }
-    if (type !== ICMSGTYPE_FCOPY) {
-      this.emit({ type: 'drop', reason: `FCOPY: invalid message type ${type}` });
-      return;
-    }
-    if (len < ICMSG_HDR + FCOPY_HDR_SIZE) {
-      this.emit({ type: 'drop', reason: `FCOPY: ${len}-byte packet is too short` });
-      return;
-    }
+    const len = this.receiveRequest({
+      service: 'FCOPY',
+      msgType: ICMSGTYPE_FCOPY,
+      minBody: FCOPY_HDR_SIZE,
+      fw: FCOPY_FW_VERSIONS,
+      srv: FCOPY_SRV_VERSIONS,
+    });
+    if (len === 0) return;
     this.recvLen = len;
     if (this.state < HVUTIL_READY) {
       this.respond(HV_E_FAIL); // no daemon registered

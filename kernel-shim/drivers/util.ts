@@ -3,7 +3,14 @@
  * channel callback "tasklet", hv_poll_channel, the reply to the host, the work items, and the
  * hibernation and removal hooks. Each driver (kvp.ts, vss.ts, fcopy.ts) adds its own state machine.
  */
-import { ICMSG_HDR, ICMSGHDRFLAG_GUEST_RESPONSE, setIcFlags, setIcStatus } from '../channel/icmsg.js';
+import {
+  ICMSG_HDR,
+  ICMSGHDRFLAG_GUEST_RESPONSE,
+  ICMSGTYPE_NEGOTIATE,
+  setIcFlags,
+  setIcStatus,
+} from '../channel/icmsg.js';
+import { prepNegotiateResponse } from '../channel/negotiate.js';
 import { type Clock, DelayedWork } from '../clock.js';
 import { HvutilTransport, type TransportDriver } from '../transport.js';
 
@@ -205,6 +212,38 @@ export abstract class UtilDriver implements TransportDriver {
     if (length >= ICMSG_HDR) return true;
     this.emit({ type: 'drop', reason: `payload of ${length} bytes is shorter than the IC headers` });
     return false;
+  }
+
+  /**
+   * The channel callback's prologue shared by VSS and FCOPY: read one packet; answer NEGOTIATE at
+   * once (even with no daemon, and without polling: later packets wait for the next interrupt);
+   * drop short packets and other message types without a reply. Returns the length of a service
+   * request to handle, or 0 when there is nothing more to do.
+   */
+  protected receiveRequest(opts: {
+    service: string;
+    msgType: number;
+    minBody: number;
+    fw: readonly number[];
+    srv: readonly number[];
+  }): number {
+    const len = this.receive();
+    if (len === 0 || !this.hasIcHeader(len)) return 0;
+    const type = this.msgType();
+    if (type === ICMSGTYPE_NEGOTIATE) {
+      prepNegotiateResponse(this.recvBuffer.subarray(0, len), opts.fw, opts.srv);
+      this.respond(this.recvBuffer.readUInt32LE(20), len);
+      return 0;
+    }
+    if (type !== opts.msgType) {
+      this.emit({ type: 'drop', reason: `${opts.service}: invalid message type ${type}` });
+      return 0;
+    }
+    if (len < ICMSG_HDR + opts.minBody) {
+      this.emit({ type: 'drop', reason: `${opts.service}: ${len}-byte packet is too short` });
+      return 0;
+    }
+    return len;
   }
 
   protected msgType(): number {

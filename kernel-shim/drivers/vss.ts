@@ -17,8 +17,8 @@ import {
 } from '../../uapi/constants.js';
 import { HV_VSS_MSG } from '../../uapi/layout.js';
 import { VSS_MSG_SIZE, encodeVssRegistrationReply, encodeVssRequest } from '../../uapi/vss.js';
-import { ICMSG_HDR, ICMSGTYPE_NEGOTIATE, ICMSGTYPE_VSS } from '../channel/icmsg.js';
-import { VSS_FW_VERSIONS, VSS_SRV_VERSIONS, prepNegotiateResponse } from '../channel/negotiate.js';
+import { ICMSG_HDR, ICMSGTYPE_VSS } from '../channel/icmsg.js';
+import { VSS_FW_VERSIONS, VSS_SRV_VERSIONS } from '../channel/negotiate.js';
 import type { DelayedWork } from '../clock.js';
 import { EFAULT, EINVAL } from '../errno.js';
 import {
@@ -53,22 +53,14 @@ export class VssDriver extends UtilDriver {
 
   protected onChannelCallback(): void {
     if (this.state > HVUTIL_READY) return;
-    const len = this.receive();
-    if (len === 0 || !this.hasIcHeader(len)) return;
-    const type = this.msgType();
-    if (type === ICMSGTYPE_NEGOTIATE) {
-      prepNegotiateResponse(this.recvBuffer.subarray(0, len), VSS_FW_VERSIONS, VSS_SRV_VERSIONS);
-      this.respond(this.recvBuffer.readUInt32LE(20), len);
-      return; // no poll: later packets wait for the next host interrupt
-    }
-    if (type !== ICMSGTYPE_VSS) {
-      this.emit({ type: 'drop', reason: `VSS: invalid message type ${type}` });
-      return;
-    }
-    if (len < ICMSG_HDR + VSS_MSG_SIZE) {
-      this.emit({ type: 'drop', reason: `VSS: ${len}-byte packet is too short` });
-      return;
-    }
+    const len = this.receiveRequest({
+      service: 'VSS',
+      msgType: ICMSGTYPE_VSS,
+      minBody: VSS_MSG_SIZE,
+      fw: VSS_FW_VERSIONS,
+      srv: VSS_SRV_VERSIONS,
+    });
+    if (len === 0) return;
     this.recvLen = len;
     this.handleRequestWork.schedule();
   }
