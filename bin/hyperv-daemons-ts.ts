@@ -2,7 +2,7 @@
  * `npm start`, the main job from a checkout.
  *
  * On a Hyper-V guest (the /dev/vmbus/hv_* devices exist) it runs hv-kvp-ts, hv-vss-ts and
- * hv-fcopy-ts on the real devices. Elsewhere it runs them against the embedded kernel-shim, with
+ * hv-fcopy-ts, each under hv-supervisor, on the real devices. Elsewhere it runs them against the embedded kernel-shim, with
  * the interactive host console, clearly labelled as simulated: inside a scratch root whose only
  * freezable file systems are two loop-mounted images (ext4 and xfs), so a FREEZE typed at the
  * console can never reach this machine's own file systems.
@@ -13,10 +13,27 @@ import { resolve } from 'node:path';
 
 const REPO = resolve(import.meta.dirname, '..');
 const NODE = [process.execPath, '--import', 'tsx'];
+/** Each daemon under hv-supervisor: restarted with back-off, cleaned up after, reporting status. */
+const supervised = (kind: string, daemon: readonly string[]): string[] => [
+  ...NODE,
+  `${REPO}/supervisor/main.ts`,
+  '--kind',
+  kind,
+  '--device',
+  `/dev/vmbus/hv_${kind}`,
+  '--',
+  ...daemon,
+];
 const DAEMONS = {
-  kvp: [...NODE, `${REPO}/daemons/kvp/main.ts`, '-n', '--scripts-dir', `${REPO}/daemons/kvp/scripts`],
-  vss: [...NODE, `${REPO}/daemons/vss/main.ts`, '-n'],
-  fcopy: [...NODE, `${REPO}/daemons/fcopy/main.ts`, '-n'],
+  kvp: supervised('kvp', [
+    ...NODE,
+    `${REPO}/daemons/kvp/main.ts`,
+    '-n',
+    '--scripts-dir',
+    `${REPO}/daemons/kvp/scripts`,
+  ]),
+  vss: supervised('vss', [...NODE, `${REPO}/daemons/vss/main.ts`, '-n']),
+  fcopy: supervised('fcopy', [...NODE, `${REPO}/daemons/fcopy/main.ts`, '-n']),
 } as const;
 
 const quote = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
