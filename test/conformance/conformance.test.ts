@@ -183,6 +183,36 @@ describe('upstream C daemons against the kernel-shim', () => {
     checkRecording('vss.upstream', normalise(r.recording));
   }, 180_000);
 
+  it('hv_vss_daemon: a rescind it survives through a restart, and a re-offer', async () => {
+    const r = await runScenario({
+      services: 'vss',
+      scenario: join(HERE, 'vss-faults.scenario'),
+      command: UPSTREAM.vss,
+      freezeSandbox: 'ext4',
+      restart: true,
+    });
+    expect(failures(r.recording), r.stderr).toEqual([]);
+    checkRecording('vss-faults.upstream', normalise(r.recording));
+  }, 180_000);
+
+  it('hv_fcopy_daemon: a rescind it survives through a restart, and a re-offer', async () => {
+    const dir = mkdtempSync(join(scratch, 'fcopy-faults-'));
+    const file = join(scratch, 'fcopy-faults.scenario');
+    writeFileSync(
+      file,
+      readFileSync(join(HERE, 'fcopy-faults.scenario.in'), 'utf8').split('@DIR@').join(dir),
+    );
+    const r = await runScenario({
+      services: 'fcopy',
+      scenario: file,
+      command: UPSTREAM.fcopy,
+      restart: true,
+    });
+    expect(failures(r.recording), r.stderr).toEqual([]);
+    expect(readdirSync(dir).sort()).toEqual(['after.txt', 'before.txt']);
+    checkRecording('fcopy-faults.upstream', normalise(r.recording, dir));
+  }, 180_000);
+
   it('hv_fcopy_daemon: copies with both flags, the existing-file error, cancel, hibernation (fake CANCEL)', async () => {
     const dir = mkdtempSync(join(scratch, 'fcopy-'));
     const file = join(scratch, 'fcopy.scenario');
