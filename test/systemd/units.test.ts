@@ -71,6 +71,8 @@ describe('systemd units', () => {
       expect(directive(text, 'ExecStart')[0]).toMatch(
         new RegExp(`^/usr/sbin/hv-supervisor --kind \\w+ --device /dev/vmbus/${dev} (.* )?-- /usr/sbin/hv-`),
       );
+      // wanted by the device, not by multi-user.target: no wait for a device that never comes
+      expect(directive(text, 'WantedBy')).toEqual([`sys-devices-virtual-misc-vmbus\\x21${dev}.device`]);
       expect(directive(text, 'Restart')).toEqual(['on-failure']);
       expect(directive(text, 'RestartPreventExitStatus')).toEqual(['64 78']);
       expect(directive(text, 'WatchdogSec')).toHaveLength(1);
