@@ -8,7 +8,7 @@
  * architecture sit next to the bundles in /usr/lib/hyperv-daemons-ts/node_modules. Only the
  * architectures whose koffi prebuilt binary is in node_modules are built (x86_64 here).
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   copyFileSync,
@@ -139,10 +139,38 @@ function bundle(outDir: string): void {
   }
 }
 
+/**
+ * Where koffi's prebuilt package for `arch` is: node_modules for this machine's architecture
+ * (npm installs only the matching optional package), otherwise the exact same version fetched
+ * from the npm registry with `npm pack` into .cache/koffi/ (once). Undefined if it cannot be had.
+ */
+function koffiNative(arch: Arch): string | undefined {
+  const installed = join(REPO, `node_modules/@koromix/koffi-linux-${arch.node}`);
+  if (existsSync(join(installed, `linux_${arch.node}/koffi.node`))) return installed;
+  const version = (
+    JSON.parse(readFileSync(join(REPO, 'node_modules/koffi/package.json'), 'utf8')) as { version: string }
+  ).version;
+  const cache = join(REPO, '.cache/koffi', `${arch.node}-${version}`);
+  const pkg = join(cache, 'package');
+  if (!existsSync(join(pkg, `linux_${arch.node}/koffi.node`))) {
+    mkdirSync(cache, { recursive: true });
+    const packed = spawnSync('npm', ['pack', '--silent', `@koromix/koffi-linux-${arch.node}@${version}`], {
+      cwd: cache,
+      encoding: 'utf8',
+    });
+    const tarball = packed.stdout.trim().split('\n').pop();
+    if (packed.status !== 0 || !tarball) return undefined;
+    const untar = spawnSync('tar', ['-xzf', tarball], { cwd: cache });
+    if (untar.status !== 0) return undefined;
+  }
+  return existsSync(join(pkg, `linux_${arch.node}/koffi.node`)) ? pkg : undefined;
+}
+
 /** koffi's run-time files for one architecture (JavaScript loader + the glibc native binary). */
 function koffiRuntime(arch: Arch, dest: string): void {
   const koffi = join(REPO, 'node_modules/koffi');
-  const native = join(REPO, `node_modules/@koromix/koffi-linux-${arch.node}`);
+  const native = koffiNative(arch);
+  if (!native) throw new Error(`koffi's prebuilt binary for ${arch.node} is not available`);
   // The loader: every .js/.cjs/package.json outside the C++ sources' vendor/ and doc/ trees, less
   // the build-time tools (cnoke.cjs builds koffi, trampolines.cjs generates C++).
   const buildTools = ['cnoke.cjs', 'src/koffi/src/trampolines.cjs'];
@@ -282,10 +310,9 @@ export function buildPackages(outDir = join(REPO, 'dist/packages')): BuildResult
   bundle(bundles);
   const result: BuildResult = { version, packages: [], skipped: [], outDir };
   for (const arch of ARCHES) {
-    const native = join(REPO, `node_modules/@koromix/koffi-linux-${arch.node}/linux_${arch.node}/koffi.node`);
-    if (!existsSync(native)) {
+    if (!koffiNative(arch)) {
       result.skipped.push(
-        `${arch.deb}: koffi's prebuilt binary is not in node_modules (${relative(REPO, native)})`,
+        `${arch.deb}: koffi's prebuilt binary for ${arch.node} could not be had (npm pack failed)`,
       );
       continue;
     }
