@@ -44,9 +44,18 @@ function unlink(path: string): void {
   }
 }
 
-const [op, ...items] = process.argv.slice(2);
-for (const item of items) {
-  if (op === 'thaw') thaw(item);
-  else if (op === 'unlink') unlink(item);
-  else say(item, 'error', `unknown operation ${op}`);
+/** Do `op` on each item, one JSON line each on stdout. */
+export function afterDeathHelper(op: string | undefined, items: readonly string[]): void {
+  for (const item of items) {
+    if (op === 'thaw') thaw(item);
+    else if (op === 'unlink') unlink(item);
+    else say(item, 'error', `unknown operation ${op}`);
+  }
+}
+
+// Run as a program (from source or compiled); a bundled hv-supervisor runs afterDeathHelper itself
+// when given `__after-death` (see cleanup.ts defaultHelper).
+if (process.argv[1] && /after-death-child\.[cm]?[jt]s$/.test(process.argv[1])) {
+  const [op, ...items] = process.argv.slice(2);
+  afterDeathHelper(op, items);
 }

@@ -19,7 +19,7 @@
  * name has the temporary's shape (`.*.hv-fcopy-*.tmp`) is ever removed.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, isAbsolute, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -75,8 +75,15 @@ export function defaultHelper(): string[] {
       fileURLToPath(new URL('./after-death-child.ts', import.meta.url)),
     ];
   }
-  return [process.execPath, fileURLToPath(new URL('./after-death-child.js', import.meta.url))];
+  const sibling = fileURLToPath(new URL('./after-death-child.js', import.meta.url));
+  if (existsSync(sibling)) return [process.execPath, sibling];
+  // A bundle (the packaged hv-supervisor.mjs): no helper file beside it, so the supervisor's own
+  // file runs the helper's work when given `__after-death` (supervisor/main.ts).
+  return [process.execPath, here, AFTER_DEATH_ARG];
 }
+
+/** The hidden first argument with which hv-supervisor acts as its own after-death helper. */
+export const AFTER_DEATH_ARG = '__after-death';
 
 /**
  * Run the helper on `items`; SIGKILL it at the deadline. Items it did not report are `timeout`.

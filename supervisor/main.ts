@@ -6,6 +6,7 @@
  *   hv-supervisor [options] -- COMMAND [ARG...]
  *   hv-supervisor status [--socket PATH]... [--json]
  */
+import { afterDeathHelper } from './after-death-child.js';
 import { spawn } from 'node:child_process';
 import {
   existsSync,
@@ -25,6 +26,7 @@ import {
   type CleanupConfig,
   DEFAULT_FCOPY_STATE,
   DEFAULT_VSS_MARKER,
+  AFTER_DEATH_ARG,
   afterDeathActions,
   runAfterDeath,
 } from './cleanup.js';
@@ -340,6 +342,10 @@ export async function runMain(argv: readonly string[]): Promise<number> {
 }
 
 if (process.argv[1] && /supervisor[/\\]main\.[cm]?[jt]s$|hv-supervisor(\.m?js)?$/.test(process.argv[1])) {
+  if (process.argv[2] === AFTER_DEATH_ARG) {
+    afterDeathHelper(process.argv[3], process.argv.slice(4));
+    process.exit(0);
+  }
   runMain(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (e: unknown) => {

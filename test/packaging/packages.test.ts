@@ -3,7 +3,8 @@
  * own tools: dpkg-deb, lintian, systemd-analyze verify, rpm, rpmlint. A missing tool fails the
  * suite with the package to install (bash .ci/deps installs them all).
  */
-import { cpSync, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -61,6 +62,23 @@ describe('the build', () => {
       expect(listing).toContain(`koffi-linux-${p.arch.node}/linux_${p.arch.node}/koffi.node`);
       expect(sh('dpkg-deb', ['-f', p.deb, 'Architecture']).stdout.trim()).toBe(p.arch.deb);
       expect(sh('rpm', ['-qp', '--qf', '%{ARCH}', p.rpm]).stdout.trim()).toBe(p.arch.rpm);
+    }
+  });
+
+  it('the bundled hv-supervisor is its own after-death helper (no helper file ships beside it)', () => {
+    // After a daemon's death the supervisor runs its cleanup (thaw, unlink) in a killable child:
+    // in the package that child is the bundle itself, given __after-death.
+    const dir = mkdtempSync(join(tmpdir(), 'hv-after-death-'));
+    try {
+      const temp = join(dir, '.copy.txt.hv-fcopy-4242-0123456789ab.tmp');
+      writeFileSync(temp, 'partial');
+      const bundle = join(bundlesDir(build), 'hv-supervisor.mjs');
+      const r = sh(process.execPath, [bundle, '__after-death', 'unlink', temp]);
+      expect(r.status).toBe(0);
+      expect(JSON.parse(r.stdout.trim())).toEqual({ item: temp, result: 'removed' });
+      expect(existsSync(temp)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
