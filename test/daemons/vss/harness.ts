@@ -10,11 +10,13 @@
  * it. Whatever happens (an exception, SIGTERM from vitest, the hard deadline), the images are
  * thawed before anything is unmounted and every daemon is killed.
  */
+import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HV_E_FAIL, HV_S_OK } from '../../../uapi/constants.js';
 import { HVUTIL_READY } from '../../../kernel-shim/drivers/util.js';
+import { freezeSandboxEnv } from '../../../kernel-shim/freeze-sandbox.js';
 import { parseScenario, runScenario } from '../../../kernel-shim/scenario/index.js';
 import {
   type RunningDaemon,
@@ -31,6 +33,8 @@ import {
 
 interface Args {
   bundle: string;
+  /** An hv-supervisor bundle (the supervised-sigkill case). */
+  supervisor?: string;
   daemon?: 'ours' | 'upstream';
   deadlineMs?: number;
   scenario?: string;
@@ -88,6 +92,72 @@ function logsOf(d: RunningDaemon, b: VssSandbox, file?: string): Record<string, 
 }
 
 const cases: Record<string, (a: Args) => Promise<unknown>> = {
+  /**
+   * hv-supervisor runs hv-vss-ts (both from the root image); the host freezes; the daemon dies by
+   * SIGKILL with everything frozen. The supervisor must thaw, from the daemon's marker in /run,
+   * within one second, then restart the daemon, which registers again and serves.
+   */
+  async 'supervised-sigkill'(a) {
+    if (!a.supervisor) throw new Error('supervised-sigkill needs a supervisor bundle');
+    const b = await box({
+      rootImage: 'ext4',
+      filesystems: [{ type: 'ext4' }, { type: 'xfs' }],
+      bundle: a.bundle,
+    });
+    writeFileSync(b.hostPath('/opt/hv-supervisor.mjs'), readFileSync(a.supervisor));
+    const cmd = [
+      process.execPath,
+      '/opt/hv-supervisor.mjs',
+      '--kind',
+      'vss',
+      '--device',
+      '/dev/vmbus/hv_vss',
+      '--no-status-socket',
+      '--',
+      process.execPath,
+      '/opt/hv-vss-ts.mjs',
+      '-n',
+    ];
+    const sup = spawn('setpriv', ['--pdeathsig', 'KILL', '--', ...b.sb.wrap(cmd)], {
+      env: { ...process.env, ...freezeSandboxEnv(b.sb) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: '/',
+    });
+    let log = '';
+    sup.stdout.on('data', (d: Buffer) => (log += d.toString()));
+    sup.stderr.on('data', (d: Buffer) => (log += d.toString()));
+    const supExit = new Promise<number | null>((r) => sup.on('exit', (c) => r(c)));
+    const driver = b.shim.device('vss').driver;
+    const out: Record<string, unknown> = {};
+    try {
+      await until(() => driver.registrations >= 1, 20_000, 'the supervised daemon to register');
+      const host = b.shim.host.vss;
+      out.freeze = statusOf(await host.freeze());
+      out.frozenBeforeKill = b.frozen();
+      const kids = readFileSync(`/proc/${sup.pid}/task/${sup.pid}/children`, 'utf8').trim().split(/\s+/);
+      const daemonPid = Number(kids[0]);
+      out.daemonComm = readFileSync(`/proc/${daemonPid}/comm`, 'utf8').trim();
+      const regs = driver.registrations;
+      const t0 = performance.now();
+      process.kill(daemonPid, 'SIGKILL');
+      await until(() => !b.anyFrozen(), 5_000, 'the supervisor to thaw');
+      out.thawMs = Math.round(performance.now() - t0);
+      await until(() => driver.registrations > regs, 20_000, 'the restarted daemon to register');
+      out.reregisteredMs = Math.round(performance.now() - t0);
+      out.markerAfter = existsSync(b.hostPath(MARKER));
+      out.freezeAgain = statusOf(await host.freeze());
+      out.thawAgain = statusOf(await host.thaw());
+      out.frozenAtEnd = b.frozen();
+    } finally {
+      sup.kill('SIGTERM');
+      out.supervisorExit = await supExit;
+      out.log = log
+        .split('\n')
+        .filter((l) => /thaw|restart|exited|died|killed/i.test(l))
+        .slice(0, 12);
+    }
+    return out;
+  },
   /**
    * Our daemon runs from the root image it freezes, its stdout goes to a file on that image, its
    * hooks live there too: FREEZE, a writer that blocks, THAW, the writer resumes.
