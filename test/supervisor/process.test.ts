@@ -199,6 +199,45 @@ describe('hv-supervisor, real processes', () => {
     expect(got.match(/READY=1/g)).toHaveLength(1);
   });
 
+  it('a daemon that keeps crashing: the crash loop shows in status, and retries go on slowly', async () => {
+    const dir = tmp();
+    const sock = join(dir, 'supervisor-other.sock');
+    const s = startSupervisor([
+      '--status-socket',
+      sock,
+      '--backoff-initial',
+      '50',
+      '--backoff-max',
+      '400',
+      '--crash-loop-count',
+      '4',
+      '--crash-loop-window',
+      '10000',
+      '--crash-loop-delay',
+      '300',
+      '--',
+      'sh',
+      '-c',
+      'exit 3',
+    ]);
+    await until(() => (s.started().length >= 6 ? true : undefined), 15_000, 'six starts');
+    const json = await run(SUPERVISOR[0]!, [...SUPERVISOR.slice(1), 'status', '--socket', sock, '--json'], {
+      cwd: REPO,
+    });
+    const [row] = JSON.parse(json.stdout) as Record<string, unknown>[];
+    expect(row).toMatchObject({ crashLoop: true, lastExit: { reason: 'exited with status 3' } });
+    expect(row.restarts as number).toBeGreaterThanOrEqual(5);
+    const table = await run(SUPERVISOR[0]!, [...SUPERVISOR.slice(1), 'status', '--socket', sock], {
+      cwd: REPO,
+    });
+    expect(table.stdout).toMatch(/crash loop/);
+    // still trying, slowly: more starts come after the loop was declared
+    const n = s.started().length;
+    await until(() => (s.started().length > n ? true : undefined), 5_000, 'another start');
+    s.p.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+  });
+
   it('answers `hv-supervisor status` over a 0600 socket: pid, uptime, restarts, last exit, last request', async () => {
     const dir = tmp();
     const sock = join(dir, 'supervisor-kvp.sock');
