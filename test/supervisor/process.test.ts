@@ -226,7 +226,7 @@ describe('hv-supervisor, real processes', () => {
     });
     const [row] = JSON.parse(json.stdout) as Record<string, unknown>[];
     expect(row).toMatchObject({ crashLoop: true, lastExit: { reason: 'exited with status 3' } });
-    expect(row.restarts as number).toBeGreaterThanOrEqual(5);
+    expect(row?.restarts as number).toBeGreaterThanOrEqual(5);
     const table = await run(SUPERVISOR[0]!, [...SUPERVISOR.slice(1), 'status', '--socket', sock], {
       cwd: REPO,
     });
