@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { until } from '../support/until.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const CLI = [process.execPath, '--import', 'tsx', `${REPO}/kernel-shim/cli.ts`];
@@ -25,14 +26,6 @@ function start(args: string[], input?: string, env: Record<string, string> = {})
     child.on('exit', (code, signal) => r({ code, signal })),
   );
   return { child, exited, out: () => out, err: () => err };
-}
-
-async function until(cond: () => boolean, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const hostMounts = () =>
@@ -58,7 +51,7 @@ describe('kernel-shim run', () => {
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
     it(`stops cleanly on ${sig}: the command is stopped, nothing is left mounted`, async () => {
       const r = start(['run', '--services', 'kvp,vss', '--', 'sleep', '600']);
-      await until(() => /devices/.test(r.err()));
+      await until(() => /devices/.test(r.err()), 20_000, 'the shim to serve its devices');
       r.child.kill(sig);
       const { code } = await r.exited;
       expect(code).not.toBeNull();
@@ -72,7 +65,7 @@ describe('kernel-shim run', () => {
     const r = start(['run', '--services', 'kvp', '--', 'sh', '-c', 'sleep 600; true', marker], undefined, {
       HV_TEST_MARKER: marker,
     });
-    await until(() => /devices/.test(r.err()));
+    await until(() => /devices/.test(r.err()), 20_000, 'the shim to serve its devices');
     r.child.kill('SIGKILL');
     await r.exited;
     // unshare --kill-child takes the sandbox's processes with it; the namespace and its mounts go.

@@ -12,6 +12,7 @@ import { HVUTIL_READY } from '../../kernel-shim/drivers/util.js';
 import { buildSandbox, VMBUS_DEV_DIR } from '../../kernel-shim/sandbox.js';
 import { KernelShim } from '../../kernel-shim/shim.js';
 import type { HostScriptContext } from './host-script.js';
+import { until } from './until.js';
 
 interface Spec {
   services: ServiceName[];
@@ -25,14 +26,6 @@ interface Spec {
 
 const spec = JSON.parse(process.env.HV_HARNESS ?? '{}') as Spec;
 const REPO = resolve(import.meta.dirname, '../..');
-
-async function waitUntil(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const sandbox = buildSandbox({
   parentNamespace: spec.parentNamespace,
@@ -52,7 +45,7 @@ const start = (): ReturnType<typeof spawn> => {
 let daemon = start();
 try {
   const ready = (s: ServiceName) => shim.device(s).driver.state === HVUTIL_READY;
-  for (const s of spec.services) await waitUntil(() => ready(s), 15_000, `the daemon to register on ${s}`);
+  for (const s of spec.services) await until(() => ready(s), 15_000, `the daemon to register on ${s}`);
   const ctx: HostScriptContext = {
     shim,
     files,
@@ -67,14 +60,14 @@ try {
       // The driver is READY only between transactions: wait for a new registration instead.
       for (const [i, s] of spec.services.entries()) {
         const n = before[i] ?? 0;
-        await waitUntil(
+        await until(
           () => shim.device(s).driver.registrations > n,
           15_000,
           `the daemon to register again on ${s}`,
         );
       }
     },
-    waitReady: (s: ServiceName, ms = 15_000) => waitUntil(() => ready(s), ms, `${s} READY`),
+    waitReady: (s: ServiceName, ms = 15_000) => until(() => ready(s), ms, `${s} READY`),
   };
   const mod = (await import(resolve(REPO, spec.script))) as {
     default: (ctx: HostScriptContext) => Promise<unknown>;

@@ -16,6 +16,7 @@ import { type Sandbox, VMBUS_DEV_DIR, buildSandbox } from '../../../kernel-shim/
 import { KernelShim } from '../../../kernel-shim/shim.js';
 import { CASES, type CaseResult, type Ctx, type DaemonControl } from './cases.js';
 import { type DaemonKind, type HarnessOutput, type HarnessSpec, REPO, RESULT_MARK } from './run-harness.js';
+import { until } from '../../support/until.js';
 
 /** sysconf(_SC_CLK_TCK): 100 on every Linux architecture Node runs on. */
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
@@ -28,14 +29,6 @@ function run(cmd: string, args: readonly string[]): void {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   if (r.status !== 0)
     throw new Error(`${cmd} ${args.join(' ')}: ${(r.stderr || r.error?.message || '').trim()}`);
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 class Daemon implements DaemonControl {

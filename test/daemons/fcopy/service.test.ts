@@ -32,6 +32,7 @@ import { FakeClock } from '../../../kernel-shim/clock.js';
 import { HVUTIL_READY } from '../../../kernel-shim/drivers/util.js';
 import { KernelShim } from '../../../kernel-shim/shim.js';
 import { pattern } from './observe.js';
+import { until } from '../../support/until.js';
 
 const root = mkdtempSync(join(tmpdir(), 'fcopy-service-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -40,14 +41,6 @@ const stops: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const s of stops.splice(0)) await s();
 });
-
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 let dirCount = 0;
 function freshDir(): string {

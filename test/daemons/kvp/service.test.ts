@@ -19,6 +19,7 @@ import { KvpService, type KvpPoolStore, UNKNOWN_VERSION } from '../../../daemons
 import { ShimBinding } from '../../../kernel-shim/binding.js';
 import { HVUTIL_READY } from '../../../kernel-shim/drivers/util.js';
 import { KernelShim } from '../../../kernel-shim/shim.js';
+import { until } from '../../support/until.js';
 
 /** Pools in memory, with upstream's semantics (first match, append, shift on delete). */
 export function memoryPools(): KvpPoolStore & { pools: Map<number, [string, string][]> } {
@@ -49,14 +50,6 @@ const stops: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const s of stops.splice(0)) await s();
 });
-
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 function start(overrides: Partial<ConstructorParameters<typeof KvpService>[0]> = {}) {
   const shim = new KernelShim({ services: ['kvp'] });

@@ -29,19 +29,12 @@ import {
   Sequence,
   checkedLogger,
 } from './fakes.js';
+import { until } from '../../support/until.js';
 
 const stops: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const s of stops.splice(0)) await s();
 });
-
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
 
 /** A typical guest: root, /boot, /home, a bind mount of /home, and things VSS must skip. */
 const GUEST: FakeFs[] = [

@@ -23,6 +23,7 @@ import {
   freezeSandboxEnv,
 } from '../../../../kernel-shim/freeze-sandbox.js';
 import { KernelShim } from '../../../../kernel-shim/shim.js';
+import { until } from '../../../support/until.js';
 
 export const REPO = new URL('../../../../', import.meta.url).pathname.replace(/\/$/, '');
 export const UPSTREAM_DAEMON = '/usr/sbin/hv_vss_daemon';
@@ -73,16 +74,10 @@ export function runAsync(
   });
 }
 
+export { until };
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-export async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
 }
 
 export interface VssSandboxOptions {
