@@ -7,10 +7,10 @@
  *
  *   const r = await runInShim({ services: ['kvp'], command: KVP_OURS, script: 'test/e2e/scripts/kvp-basic.ts' });
  */
-import { spawn } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { ServiceName } from '../../kernel-shim/device.js';
+import { runTsInNamespace } from './namespace-run.js';
 
 export const REPO = resolve(import.meta.dirname, '../..');
 
@@ -49,46 +49,18 @@ export interface ShimRunResult<T> {
 export function runInShim<T = unknown>(run: ShimRun): Promise<ShimRunResult<T>> {
   if (process.getuid?.() !== 0)
     throw new Error('runInShim needs root (mount namespaces, FUSE): CI runs as root');
-  const child = spawn(
-    'unshare',
-    [
-      '--mount',
-      '--propagation',
-      'private',
-      '--fork',
-      '--kill-child',
-      '--',
-      process.execPath,
-      '--import',
-      'tsx',
-      `${REPO}/test/support/shim-harness-main.ts`,
-    ],
-    {
-      env: {
-        ...process.env,
-        HV_HARNESS: JSON.stringify({ ...run, parentNamespace: readlinkSync('/proc/self/ns/mnt') }),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let out = '';
-  let log = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (log += d.toString()));
   const timeoutMs = run.timeoutMs ?? 60_000;
-  return new Promise((done, fail) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      fail(new Error(`harness timed out after ${timeoutMs} ms\n${log}`));
-    }, timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      const marker = out.lastIndexOf('\nHV_HARNESS_RESULT ');
-      if (code !== 0 || marker < 0) return fail(new Error(`harness exited ${code}\n${log}\n${out}`));
-      done({
-        result: JSON.parse(out.slice(marker + '\nHV_HARNESS_RESULT '.length)) as T,
-        log: log + out.slice(0, marker),
-      });
-    });
+  return runTsInNamespace(`${REPO}/test/support/shim-harness-main.ts`, [], {
+    timeoutMs,
+    killChild: true,
+    env: { HV_HARNESS: JSON.stringify({ ...run, parentNamespace: readlinkSync('/proc/self/ns/mnt') }) },
+  }).then(({ code, stdout: out, stderr: log, timedOut }) => {
+    if (timedOut) throw new Error(`harness timed out after ${timeoutMs} ms\n${log}`);
+    const marker = out.lastIndexOf('\nHV_HARNESS_RESULT ');
+    if (code !== 0 || marker < 0) throw new Error(`harness exited ${code}\n${log}\n${out}`);
+    return {
+      result: JSON.parse(out.slice(marker + '\nHV_HARNESS_RESULT '.length)) as T,
+      log: log + out.slice(0, marker),
+    };
   });
 }

@@ -7,10 +7,9 @@
  * Every mount the harness makes (the /dev overlay, the FUSE device files, the scratch tmpfs, a
  * loop-mounted image) lives in that namespace and goes with it, even if the harness is killed.
  */
-import { spawn } from 'node:child_process';
-import { readlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runTsInNamespace } from '../../support/namespace-run.js';
 import type { CaseResult } from './cases.js';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -37,41 +36,16 @@ export interface HarnessOutput {
   readonly error?: string;
 }
 
-export function runHarness(spec: HarnessSpec, timeoutMs = 300_000): Promise<HarnessOutput> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      'unshare',
-      [
-        '--mount',
-        '--propagation',
-        'private',
-        '--fork',
-        '--kill-child',
-        '--',
-        process.execPath,
-        '--import',
-        'tsx',
-        join(REPO, 'test', 'daemons', 'fcopy', 'harness.ts'),
-        JSON.stringify(spec),
-      ],
-      { cwd: REPO, env: { ...process.env, PARENT_NS: readlinkSync('/proc/self/ns/mnt') } },
-    );
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('exit', (code, sig) => {
-      clearTimeout(timer);
-      const line = out.split('\n').find((l) => l.startsWith(RESULT_MARK));
-      if (!line) {
-        reject(new Error(`the harness ended (${code ?? sig}) without a result:\n${err.slice(-4000)}`));
-        return;
-      }
-      const parsed = JSON.parse(line.slice(RESULT_MARK.length)) as HarnessOutput;
-      if (parsed.error) reject(new Error(`harness: ${parsed.error}\n${err.slice(-4000)}`));
-      else resolve(parsed);
-    });
-  });
+export async function runHarness(spec: HarnessSpec, timeoutMs = 300_000): Promise<HarnessOutput> {
+  const { code, signal, stdout, stderr } = await runTsInNamespace(
+    join(REPO, 'test', 'daemons', 'fcopy', 'harness.ts'),
+    [JSON.stringify(spec)],
+    { timeoutMs, killChild: true },
+  );
+  const line = stdout.split('\n').find((l) => l.startsWith(RESULT_MARK));
+  if (!line)
+    throw new Error(`the harness ended (${code ?? signal}) without a result:\n${stderr.slice(-4000)}`);
+  const parsed = JSON.parse(line.slice(RESULT_MARK.length)) as HarnessOutput;
+  if (parsed.error) throw new Error(`harness: ${parsed.error}\n${stderr.slice(-4000)}`);
+  return parsed;
 }
