@@ -19,6 +19,8 @@ import { KernelShim } from './shim.js';
 
 /** Set by the outer process to its own mount namespace id when it re-executes under unshare. */
 const PARENT_NS_ENV = 'HV_KERNEL_SHIM_PARENT_NS';
+/** How much longer than --stop-timeout the whole sandbox gets to stop before it is killed. */
+const STOP_GRACE_MS = 10_000;
 
 interface RunOptions {
   services: ServiceName[];
@@ -69,7 +71,7 @@ function say(msg: string): void {
  * makes a SIGKILL of this process take the namespace down too (unshare --kill-child then kills
  * the rest), so the sandbox never outlives the shim.
  */
-function reexecInNamespace(argv: string[]): Promise<number> {
+function reexecInNamespace(argv: string[], killAfterMs: number): Promise<number> {
   const child = spawn(
     'setpriv',
     [
@@ -92,18 +94,53 @@ function reexecInNamespace(argv: string[]): Promise<number> {
     ],
     { stdio: 'inherit', detached: true, env: { ...process.env, [PARENT_NS_ENV]: mountNamespaceId() } },
   );
+  const signalGroup = (sig: NodeJS.Signals): void => {
+    if (child.pid) signalPid(-child.pid, sig);
+  };
+  // The shim inside is PID 1 of its namespace, and the kernel drops a signal sent to such a
+  // process before it has installed a handler (pid_namespaces(7)): a stop requested while it is
+  // still starting would be lost. So the signal is repeated to the shim alone (its handler is
+  // idempotent) until it exits, and a stop has a deadline after which the group is killed
+  // (unshare --kill-child and the pdeathsig take every process of the sandbox with it).
+  let repeat: NodeJS.Timeout | undefined;
+  let deadline: NodeJS.Timeout | undefined;
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => {
-      try {
-        if (child.pid) process.kill(-child.pid, sig);
-      } catch {
-        // already gone
-      }
+      signalGroup(sig);
+      repeat ??= setInterval(() => {
+        for (const pid of childrenOf(child.pid)) signalPid(pid, sig);
+      }, 250);
+      deadline ??= setTimeout(() => {
+        say(`the sandbox did not stop within ${killAfterMs} ms of ${sig}: killing it`);
+        signalGroup('SIGKILL');
+      }, killAfterMs);
     });
   }
   return new Promise((done) =>
-    child.on('exit', (code, sig) => done(code ?? 128 + (sig === 'SIGKILL' ? 9 : sig === 'SIGINT' ? 2 : 15))),
+    child.on('exit', (code, sig) => {
+      clearInterval(repeat);
+      clearTimeout(deadline);
+      done(code ?? 128 + (sig === 'SIGKILL' ? 9 : sig === 'SIGINT' ? 2 : 15));
+    }),
   );
+}
+
+/** The children of a process (here: the process unshare --fork started, the shim). */
+function childrenOf(pid: number | undefined): number[] {
+  if (!pid) return [];
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function signalPid(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
 }
 
 function stopChild(child: ChildProcess, timeoutMs: number): Promise<void> {
@@ -133,6 +170,11 @@ function withRestart(command: string[]): string[] {
 }
 
 async function runInNamespace(opts: RunOptions, command: string[]): Promise<number> {
+  // First of all: this process is PID 1 of its namespace, and a signal that finds no handler is
+  // dropped, so a stop requested while the sandbox is being built must be caught now.
+  const stop = new AbortController();
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => stop.abort());
+  const aborted = new Promise<void>((r) => stop.signal.addEventListener('abort', () => r(), { once: true }));
   const parentNamespace = process.env[PARENT_NS_ENV] ?? '';
   let freeze: FreezeSandbox | undefined;
   let devDir = VMBUS_DEV_DIR;
@@ -167,6 +209,10 @@ async function runInNamespace(opts: RunOptions, command: string[]): Promise<numb
     say(
       `devices ${opts.services.map((s) => `${VMBUS_DEV_DIR}/hv_${s}`).join(', ')}; state ${sandbox.stateDir}`,
     );
+    if (stop.signal.aborted) {
+      say('stopped before COMMAND was started');
+      return 130;
+    }
     // The command dies with the shim, whatever kills it: an orphan would keep the namespace alive.
     child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', ...command], {
       stdio: opts.console ? ['ignore', 'inherit', 'inherit'] : 'inherit',
@@ -174,11 +220,6 @@ async function runInNamespace(opts: RunOptions, command: string[]): Promise<numb
     });
     const exited = new Promise<number>((done) =>
       child?.on('exit', (c, sig) => done(c ?? 128 + (sig === 'SIGKILL' ? 9 : sig === 'SIGINT' ? 2 : 15))),
-    );
-    const stop = new AbortController();
-    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => stop.abort());
-    const aborted = new Promise<void>((r) =>
-      stop.signal.addEventListener('abort', () => r(), { once: true }),
     );
 
     if (opts.scenario) {
@@ -208,6 +249,9 @@ async function runInNamespace(opts: RunOptions, command: string[]): Promise<numb
         scenario.runScenario(steps, { shim, faults, baseDir: dirname(resolve(opts.scenario)), onStep }),
         exited.then((c) => {
           throw new Error(`the command exited (${c}) before the scenario ended`);
+        }),
+        aborted.then(() => {
+          throw new Error('stopped by a signal before the scenario ended');
         }),
       ]);
       if (opts.record) {
@@ -287,7 +331,7 @@ export async function main(argv: string[]): Promise<number> {
       if (process.getuid?.() !== 0) throw new Error('kernel-shim run needs root (mount namespaces, FUSE)');
       result = inPrivateMountNamespace(process.env[PARENT_NS_ENV])
         ? runInNamespace(opts, command)
-        : reexecInNamespace(argv);
+        : reexecInNamespace(argv, opts.stopTimeout + STOP_GRACE_MS);
     });
   try {
     await program.parseAsync(argv, { from: 'user' });
@@ -296,7 +340,10 @@ export async function main(argv: string[]): Promise<number> {
     say(e instanceof Error ? e.message : String(e));
     return 1;
   }
-  return result;
+  return result.catch((e: unknown) => {
+    say(e instanceof Error ? e.message : String(e));
+    return 1;
+  });
 }
 
 // Run when executed directly (node --import tsx kernel-shim/cli.ts …, or the bundled bin).

@@ -28,6 +28,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fifreeze, fithaw } from '../daemons/common/libc.js';
 import { inPrivateMountNamespace } from './sandbox.js';
+import { runSetupCommand } from './setup-command.js';
 
 export type FsType = 'ext4' | 'xfs';
 
@@ -71,7 +72,7 @@ export interface FreezeSandbox {
 }
 
 function run(cmd: string, args: readonly string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  const r = runSetupCommand(cmd, args);
   if (r.status !== 0)
     throw new Error(`${cmd} ${args.join(' ')}: ${(r.stderr || r.error?.message || '').trim()}`);
   return r.stdout;
@@ -260,8 +261,8 @@ export function buildFreezeSandbox(opts: FreezeSandboxOptions): FreezeSandbox {
         .map((m) => m.mountPoint),
     cleanup: () => {
       sandbox.thawAll();
-      for (const m of [...mounts].reverse()) if (m.hostPath !== root) spawnSync('umount', [m.hostPath]);
-      spawnSync('umount', ['-R', '-l', root]);
+      for (const m of [...mounts].reverse()) if (m.hostPath !== root) runSetupCommand('umount', [m.hostPath]);
+      runSetupCommand('umount', ['-R', '-l', root]);
       try {
         rmdirSync(root);
       } catch {

@@ -6,7 +6,7 @@
  * disappears with its last process, and the scratch space is a tmpfs mounted in the namespace.
  * A real /dev/vmbus, if the machine has one, is hidden inside the namespace and never touched.
  */
-import { spawnSync } from 'node:child_process';
+import { runSetupCommand } from './setup-command.js';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -34,13 +34,13 @@ export function inPrivateMountNamespace(parentNs: string | undefined): boolean {
 }
 
 function mount(args: string[]): void {
-  const r = spawnSync('mount', args, { encoding: 'utf8' });
+  const r = runSetupCommand('mount', args);
   if (r.status !== 0)
     throw new Error(`mount ${args.join(' ')}: ${(r.stderr || r.error?.message || '').trim()}`);
 }
 
 function umount(target: string): void {
-  spawnSync('umount', ['-l', target]);
+  runSetupCommand('umount', ['-l', target]);
 }
 
 /** The mount points strictly below `dir` in this namespace, shallowest first. */

@@ -32,7 +32,7 @@
  * and disappears with it when the last process of the tree exits (verified by the test
  * test/kernel-shim/fuse/fuse.test.ts "crash safety").
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { endianness } from 'node:os';
 import type { FileTable } from './files.js';
@@ -44,6 +44,7 @@ import {
   type FuseSessionOptions,
 } from './session.js';
 import { FUSE_MIN_READ_BUFFER } from './protocol.js';
+import { runSetupCommand } from '../setup-command.js';
 
 export interface MountOptions extends FuseSessionOptions {
   /** First field of /proc/mounts (default "hvshim"). */
@@ -94,7 +95,9 @@ export function isMountPoint(dir: string): boolean {
 
 function run(cmd: string, args: string[], extraFd?: number, timeoutMs = 15_000): Promise<void> {
   return new Promise((resolve, reject) => {
+    // detached: its own process group, so a stop signal sent to the caller's group cannot cut it short
     const child = spawn(cmd, args, {
+      detached: true,
       stdio: extraFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe', extraFd],
     });
     let out = '';
@@ -185,7 +188,7 @@ export async function mountFuse(dir: string, files: FileTable, opts: MountOption
     await withTimeout(session.ready, opts.initTimeoutMs ?? 10_000, 'FUSE INIT');
   } catch (err) {
     session.abort();
-    spawnSync('umount', ['-i', '-l', real], { stdio: 'ignore' });
+    runSetupCommand('umount', ['-i', '-l', real], { stdio: 'ignore' });
     throw err;
   }
 
@@ -226,7 +229,7 @@ export async function mountFuse(dir: string, files: FileTable, opts: MountOption
   if (opts.unmountOnExit) {
     const onExit = (): void => {
       session.abort();
-      spawnSync('umount', ['-i', '-l', real], { stdio: 'ignore' });
+      runSetupCommand('umount', ['-i', '-l', real], { stdio: 'ignore' });
     };
     listeners.push({ event: 'exit', fn: onExit });
     for (const sig of ['SIGINT', 'SIGTERM'] as const) {

@@ -33,6 +33,26 @@ const hostMounts = () =>
     .split('\n')
     .filter((l) => /hvshim|hv-shim-/.test(l));
 
+/** The shim re-executed inside the namespace: a node descendant of `outer` (outer → unshare → node). */
+function innerShim(outer: number): number | undefined {
+  const children = (pid: number): number[] => {
+    try {
+      return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  };
+  for (const unshare of children(outer))
+    for (const pid of children(unshare)) {
+      try {
+        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('kernel-shim/cli.ts')) return pid;
+      } catch {
+        // gone
+      }
+    }
+  return undefined;
+}
+
 describe('kernel-shim run', () => {
   it('passes the exit status on; the mounts exist only inside its namespace', async () => {
     const r = start([
@@ -58,6 +78,28 @@ describe('kernel-shim run', () => {
       expect(hostMounts()).toEqual([]);
     }, 60_000);
   }
+
+  it('a stop requested while the shim inside the namespace is still starting is not lost', async () => {
+    // The shim is PID 1 of its namespace: the kernel drops a signal that reaches it before it has
+    // installed a handler, so a stop forwarded once at that moment would be lost (the command then
+    // runs on). Signal as soon as the inner shim process exists, and at moments after that.
+    for (const delayMs of [0, 100, 250, 500]) {
+      const r = start(['run', '--stop-timeout', '1000', '--services', 'kvp', '--', 'sleep', '600']);
+      await until(() => innerShim(r.child.pid!) !== undefined, 20_000, 'the shim inside the namespace');
+      await new Promise((done) => setTimeout(done, delayMs));
+      const t0 = Date.now();
+      r.child.kill('SIGTERM');
+      const ended = await Promise.race([
+        r.exited,
+        new Promise<'hung'>((done) => setTimeout(done, 30_000, 'hung')),
+      ]);
+      if (ended === 'hung') r.child.kill('SIGKILL');
+      expect(ended, `SIGTERM ${delayMs} ms after the inner shim started`).not.toBe('hung');
+      // not by the outer deadline (--stop-timeout + 10 s): the shim itself heard the stop
+      expect(Date.now() - t0).toBeLessThan(8_000);
+      await until(() => hostMounts().length === 0, 10_000);
+    }
+  }, 180_000);
 
   it('a SIGKILL of the shim leaves no stale mount (the namespace dies with its processes)', async () => {
     const marker = `hv-sigkill-${process.pid}`;
