@@ -9,6 +9,7 @@ import type { ShimDevice, ServiceName } from './device.js';
 import { EBADF, EIO } from './errno.js';
 import { errno, type FuseFileHandler } from './fuse/files.js';
 import { type FuseMount, type MountOptions, mountFuse } from './fuse/mount.js';
+import { STREAM_MAX_WRITE } from './fuse/stream-channel.js';
 import type { KernelShim } from './shim.js';
 import type { TransportFile } from './transport.js';
 
@@ -103,7 +104,12 @@ export async function mountDeviceFiles(
       name(s),
       deviceFileHandler(() => shim.device(s)),
     );
-  const mount = await mountFuse(dir, handlers, { subtype: 'hvshim', source: 'kernel-shim', ...opts });
+  const mount = await mountFuse(dir, handlers, {
+    subtype: 'hvshim',
+    source: 'kernel-shim',
+    maxWrite: STREAM_MAX_WRITE,
+    ...opts,
+  });
   return {
     mount,
     async rescind(service) {

@@ -105,6 +105,7 @@ interface Bindings {
   flock: (fd: number, op: number) => number;
   ioctlInt: (fd: number, req: number, arg: number) => number;
   prctl: (option: number, arg2: string | number, a3: number, a4: number, a5: number) => number;
+  mount: (source: string, target: string, type: string, flags: number, data: string) => number;
   errno: () => number;
 }
 
@@ -135,6 +136,9 @@ function libc(): Bindings {
     prctl: lib.func(
       'int prctl(int option, str arg2, unsigned long a3, unsigned long a4, unsigned long a5)',
     ) as Bindings['prctl'],
+    mount: lib.func(
+      'int mount(str source, str target, str type, unsigned long flags, str data)',
+    ) as Bindings['mount'],
     errno: () => k.decode(errnoLocation(), 'int') as number,
   };
   return bindings;
@@ -226,6 +230,14 @@ export function fifreeze(fd: number): void {
 /** ioctl(fd, FITHAW, 0). Throws ErrnoError (EINVAL if not frozen). */
 export function fithaw(fd: number): void {
   check('ioctl(FITHAW)', libc().ioctlInt(fd, FITHAW, 0));
+}
+
+/**
+ * mount(2), as the kernel-shim mounts its FUSE device files (no mount(8): the /dev/fuse descriptor
+ * is connected when the call returns). Throws ErrnoError.
+ */
+export function mountFs(source: string, target: string, type: string, flags: number, data: string): void {
+  check('mount', libc().mount(source, target, type, flags, data), target);
 }
 
 /** prctl(PR_SET_NAME): the thread name `ps` and `top` show (at most 15 bytes). */

@@ -1,13 +1,17 @@
 /**
- * mountFuse: open /dev/fuse, mount it with mount(8) on an empty directory, serve it with a
- * FuseSession, and unmount cleanly.
+ * mountFuse: open /dev/fuse, mount it on an empty directory, serve it with a FuseSession, and
+ * unmount cleanly.
  *
- * Mounting needs root (CAP_SYS_ADMIN): mount(8) is run as
+ * Two readers (MountOptions.reader). The default, "in-process" (stream-channel.ts), reads /dev/fuse
+ * in this process's event loop; the kernel refuses a read before the descriptor is connected, so
+ * the mount is made with mount(2) itself (the descriptor is connected when it returns) and reading
+ * starts right after. It needs maxWrite <= 60 KiB. The "helper" reader (session.ts DevFuseChannel:
+ * blocking reads in a helper process) serves larger writes; it mounts with mount(8):
  *   mount -i -n -t fuse.<subtype> -o fd=3,rootmode=40755,user_id=U,group_id=G[,allow_other][,default_permissions] <source> <dir>
  * with our /dev/fuse descriptor as its fd 3 (-i: no mount.fuse helper, which this machine lacks
  * anyway; the kernel resolves the "fuse.<subtype>" type to fuse and shows the subtype in
- * /proc/mounts). The session's reader is started first, because mount(8) may touch the new mount
- * (which waits for INIT) before it exits.
+ * /proc/mounts). That reader is started first, because mount(8) may touch the new mount (which
+ * waits for INIT) before it exits. Mounting needs root (CAP_SYS_ADMIN) either way.
  *
  * Unmounting: `umount -l` detaches the mount at once. The kernel ends the connection when the
  * superblock dies, i.e. when no file in it is open any more; then the reader's read(2) fails with
@@ -24,8 +28,9 @@
  *     understand). Any other listener for the signal is left in charge of exiting.
  * Without the option nothing is installed: the caller owns the process's signal handling.
  *
- * Crash safety: SIGKILL of the serving process cannot be handled. The reader helper notices (its
- * stdin pipe reaches EOF) and kills itself, so the connection is aborted and clients get errors
+ * Crash safety: SIGKILL of the serving process cannot be handled. Its /dev/fuse descriptor closes
+ * with it (the helper reader notices its stdin reach EOF and kills itself), so the connection is
+ * aborted and clients get errors
  * instead of hanging, but the mount itself stays behind ("Transport endpoint is not connected")
  * until someone unmounts it. Running the whole process tree in a private mount namespace
  * (`unshare --mount --propagation private ...`) fixes that: the mount exists only in that namespace
@@ -45,6 +50,11 @@ import {
 } from './session.js';
 import { FUSE_MIN_READ_BUFFER } from './protocol.js';
 import { runSetupCommand } from '../setup-command.js';
+import { STREAM_MAX_WRITE, StreamFuseChannel } from './stream-channel.js';
+import { mountFs } from '../../daemons/common/libc.js';
+
+const MS_NOSUID = 2;
+const MS_NODEV = 4;
 
 export interface MountOptions extends FuseSessionOptions {
   /** First field of /proc/mounts (default "hvshim"). */
@@ -63,6 +73,12 @@ export interface MountOptions extends FuseSessionOptions {
   readonly initTimeoutMs?: number;
   /** Default "/dev/fuse". */
   readonly devicePath?: string;
+  /**
+   * How /dev/fuse is read: "in-process" (StreamFuseChannel, epoll in this process's event loop;
+   * needs maxWrite <= STREAM_MAX_WRITE) or "helper" (DevFuseChannel, blocking reads in a helper
+   * process). Default: in-process when maxWrite allows it.
+   */
+  readonly reader?: 'in-process' | 'helper';
 }
 
 export interface FuseMount {
@@ -157,8 +173,11 @@ export async function mountFuse(dir: string, files: FileTable, opts: MountOption
   const maxWrite = opts.maxWrite ?? DEFAULT_MAX_WRITE;
   const readSize = Math.max(FUSE_MIN_READ_BUFFER, maxWrite + 4096);
 
+  const reader = opts.reader ?? (maxWrite <= STREAM_MAX_WRITE ? 'in-process' : 'helper');
+  if (reader === 'in-process' && maxWrite > STREAM_MAX_WRITE)
+    throw new RangeError(`maxWrite ${maxWrite} > ${STREAM_MAX_WRITE}: the in-process reader cannot serve it`);
   const fd = openSync(devicePath, 'r+');
-  const channel = new DevFuseChannel(fd, readSize);
+  const channel = reader === 'in-process' ? new StreamFuseChannel(fd) : new DevFuseChannel(fd, readSize);
   let session: FuseSession;
   try {
     session = new FuseSession(channel, files, { ...opts, uid, gid, maxWrite });
@@ -179,7 +198,20 @@ export async function mountFuse(dir: string, files: FileTable, opts: MountOption
     ...((opts.defaultPermissions ?? true) ? ['default_permissions'] : []),
   ].join(',');
   try {
-    await run('mount', ['-i', '-n', '-t', fsType, '-o', options, opts.source ?? 'hvshim', real], fd);
+    if (channel instanceof StreamFuseChannel) {
+      // mount(2) itself: the descriptor is connected when it returns, and only then may it be read
+      // (before, /dev/fuse answers EPERM). The kernel sends INIT once the mount is set up.
+      mountFs(
+        opts.source ?? 'hvshim',
+        real,
+        fsType,
+        MS_NOSUID | MS_NODEV,
+        `${options.replace('fd=3', `fd=${fd}`)}`,
+      );
+      channel.connected();
+    } else {
+      await run('mount', ['-i', '-n', '-t', fsType, '-o', options, opts.source ?? 'hvshim', real], fd);
+    }
   } catch (err) {
     session.abort();
     throw err;
@@ -245,5 +277,6 @@ export async function mountFuse(dir: string, files: FileTable, opts: MountOption
     for (const l of listeners) process.on(l.event, l.fn);
   }
 
-  return { dir: real, fsType, session, readerPid: channel.readerPid, unmount };
+  const readerPid = channel instanceof DevFuseChannel ? channel.readerPid : undefined;
+  return { dir: real, fsType, session, readerPid, unmount };
 }

@@ -1,12 +1,12 @@
 /**
  * FuseSession: serves one FUSE connection (a flat directory of FuseFileHandler files) over a
- * FuseChannel, normally DevFuseChannel on a /dev/fuse descriptor.
+ * FuseChannel: StreamFuseChannel (stream-channel.ts: /dev/fuse read in this process's event loop,
+ * the default) or DevFuseChannel below (a helper process; for sessions with max_write > 60 KiB).
  *
- * Reading /dev/fuse. A read(2) on /dev/fuse blocks until the kernel has a request (O_NONBLOCK would
- * make it pollable, but Node cannot poll a character device without native code; see
- * node-platform.md §2). A blocked fs.read would pin a libuv threadpool thread of *this* process —
- * which also runs the code under test, whose own blocking reads of our files need pool threads to
- * be served — and process.exit() hangs while it is blocked. So DevFuseChannel reads in a small
+ * DevFuseChannel. A blocking read(2) on /dev/fuse waits until the kernel has a request. A blocked
+ * fs.read would pin a libuv threadpool thread of *this* process — which also runs the code under
+ * test, whose own blocking reads of our files need pool threads to be served — and process.exit()
+ * hangs while it is blocked. So DevFuseChannel reads in a small
  * helper process (`node -e`, the descriptor inherited as fd 3) that forwards each request as a
  * length-prefixed frame on a pipe. The parent's event loop and pool never block; replies are single
  * synchronous write(2)s on the parent's descriptor (the same open file description, writes to

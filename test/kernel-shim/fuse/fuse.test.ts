@@ -25,6 +25,7 @@ import {
   POLLRDNORM,
 } from '../../../kernel-shim/fuse/files.js';
 import { type FuseMount, isMountPoint, mountFuse } from '../../../kernel-shim/fuse/mount.js';
+import { STREAM_MAX_WRITE } from '../../../kernel-shim/fuse/stream-channel.js';
 import {
   decode,
   encode,
@@ -569,391 +570,431 @@ class PyClient {
   }
 }
 
-describe('FUSE file system through real system calls', () => {
-  let work: string;
-  let pyScript: string;
-  const mounts: FuseMount[] = [];
-  const clients: PyClient[] = [];
-  const dirs: string[] = [];
+const READERS = ['in-process', 'helper'] as const;
+const readerOptions = (reader: (typeof READERS)[number]) =>
+  reader === 'in-process' ? { reader, maxWrite: STREAM_MAX_WRITE } : { reader };
 
-  beforeAll(() => {
-    if (!existsSync('/dev/fuse')) {
-      throw new Error(
-        '/dev/fuse is missing: these tests need a kernel with CONFIG_FUSE_FS and the /dev/fuse node',
+for (const reader of READERS)
+  describe(`FUSE file system through real system calls (${reader} reader)`, () => {
+    let work: string;
+    let pyScript: string;
+    const mounts: FuseMount[] = [];
+    const clients: PyClient[] = [];
+    const dirs: string[] = [];
+
+    beforeAll(() => {
+      if (!existsSync('/dev/fuse')) {
+        throw new Error(
+          '/dev/fuse is missing: these tests need a kernel with CONFIG_FUSE_FS and the /dev/fuse node',
+        );
+      }
+      if (process.getuid?.() !== 0)
+        throw new Error('these tests mount a FUSE file system and must run as root');
+      execFileSync('python3', ['-c', 'import ctypes, select, signal, threading']);
+      work = mkdtempSync(join(tmpdir(), 'fuse-test-'));
+      pyScript = join(work, 'client.py');
+      writeFileSync(pyScript, PY_CLIENT);
+    });
+
+    afterEach(async () => {
+      for (const c of clients.splice(0)) c.kill();
+      for (const m of mounts.splice(0)) await m.unmount().catch(() => {});
+      for (const d of dirs.splice(0)) {
+        if (isMountPoint(d)) execFileSync('umount', ['-l', d]);
+        rmdirSync(d);
+      }
+    });
+
+    afterAll(() => {
+      if (work) rmSync(work, { recursive: true, force: true });
+    });
+
+    async function mountEcho(
+      opts: { unmountTimeoutMs?: number; stream?: boolean } = {},
+    ): Promise<{ m: FuseMount; dev: EchoDevice; path: string; trace: FuseTraceEvent[] }> {
+      const dir = mkdtempSync(join(tmpdir(), 'fuse-mnt-'));
+      dirs.push(dir);
+      const dev = new EchoDevice();
+      const trace: FuseTraceEvent[] = [];
+      const m = await mountFuse(dir, new Map([['echo', { handler: dev, stream: opts.stream ?? false }]]), {
+        ...readerOptions(reader),
+        ...opts,
+        trace: (ev) => trace.push(ev),
+        log: (msg) => console.error(`[fuse] ${msg}`),
+      });
+      mounts.push(m);
+      return { m, dev, path: join(m.dir, 'echo'), trace };
+    }
+
+    function client(): PyClient {
+      const c = new PyClient(pyScript);
+      clients.push(c);
+      return c;
+    }
+
+    function requests(trace: FuseTraceEvent[], op: string): (FuseTraceEvent & { kind: 'request' })[] {
+      return trace.filter(
+        (e): e is FuseTraceEvent & { kind: 'request' } => e.kind === 'request' && e.op === op,
       );
     }
-    if (process.getuid?.() !== 0)
-      throw new Error('these tests mount a FUSE file system and must run as root');
-    execFileSync('python3', ['-c', 'import ctypes, select, signal, threading']);
-    work = mkdtempSync(join(tmpdir(), 'fuse-test-'));
-    pyScript = join(work, 'client.py');
-    writeFileSync(pyScript, PY_CLIENT);
-  });
 
-  afterEach(async () => {
-    for (const c of clients.splice(0)) c.kill();
-    for (const m of mounts.splice(0)) await m.unmount().catch(() => {});
-    for (const d of dirs.splice(0)) {
-      if (isMountPoint(d)) execFileSync('umount', ['-l', d]);
-      rmdirSync(d);
-    }
-  });
-
-  afterAll(() => {
-    if (work) rmSync(work, { recursive: true, force: true });
-  });
-
-  async function mountEcho(
-    opts: { unmountTimeoutMs?: number; stream?: boolean } = {},
-  ): Promise<{ m: FuseMount; dev: EchoDevice; path: string; trace: FuseTraceEvent[] }> {
-    const dir = mkdtempSync(join(tmpdir(), 'fuse-mnt-'));
-    dirs.push(dir);
-    const dev = new EchoDevice();
-    const trace: FuseTraceEvent[] = [];
-    const m = await mountFuse(dir, new Map([['echo', { handler: dev, stream: opts.stream ?? false }]]), {
-      ...opts,
-      trace: (ev) => trace.push(ev),
-      log: (msg) => console.error(`[fuse] ${msg}`),
+    it('mounts as fuse.hvshim and lists one 0600 regular file', async () => {
+      const { m, path } = await mountEcho();
+      expect(readFileSync('/proc/self/mounts', 'utf8')).toContain(` ${m.dir} fuse.hvshim `);
+      const c = client();
+      expect((await c.call({ op: 'listdir', path: m.dir })).names).toEqual(['echo']);
+      expect((await c.call({ op: 'stat', path })).mode).toBe(0o100600);
+      expect(m.session.initialized?.minor).toBeGreaterThanOrEqual(12);
     });
-    mounts.push(m);
-    return { m, dev, path: join(m.dir, 'echo'), trace };
-  }
 
-  function client(): PyClient {
-    const c = new PyClient(pyScript);
-    clients.push(c);
-    return c;
-  }
+    it('a second open gets EBUSY; the last close releases and resets the device', async () => {
+      const { dev, path } = await mountEcho();
+      const a = client();
+      const b = client();
+      const fd = (await a.call({ op: 'open', path })).fd!;
+      expect((await b.call({ op: 'open', path })).errno).toBe(EBUSY);
+      expect((await a.call({ op: 'write', fd, data: 'left over' })).n).toBe(9);
+      await a.call({ op: 'close', fd });
+      await waitFor(() => dev.releases === 1, 'RELEASE');
+      const fd2 = (await b.call({ op: 'open', path })).fd!;
+      expect((await b.call({ op: 'poll', fd: fd2, timeout: 0 })).revents).toBe(0); // queue was dropped
+    });
 
-  function requests(trace: FuseTraceEvent[], op: string): (FuseTraceEvent & { kind: 'request' })[] {
-    return trace.filter(
-      (e): e is FuseTraceEvent & { kind: 'request' } => e.kind === 'request' && e.op === op,
-    );
-  }
+    it('a read blocks until another thread pwrites; each read returns exactly one message', async () => {
+      const { m, path } = await mountEcho();
+      const c = client();
+      const fd = (await c.call({ op: 'open', path })).fd!;
+      const r = c.bg({ op: 'read', fd, size: 8192 });
+      await r.started;
+      await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
+      await sleep(100);
+      // A pwrite from another thread on the same open file is served while the READ is pending.
+      expect((await c.call({ op: 'pwrite', fd, data: 'hello', offset: 0 })).n).toBe(5);
+      expect(await r.done).toMatchObject({ n: 5, data: 'hello' });
+      await c.call({ op: 'write', fd, data: 'a' });
+      await c.call({ op: 'write', fd, data: 'bb' });
+      expect((await c.call({ op: 'read', fd, size: 8192 })).data).toBe('a');
+      expect((await c.call({ op: 'read', fd, size: 8192 })).data).toBe('bb');
+    });
 
-  it('mounts as fuse.hvshim and lists one 0600 regular file', async () => {
-    const { m, path } = await mountEcho();
-    expect(readFileSync('/proc/self/mounts', 'utf8')).toContain(` ${m.dir} fuse.hvshim `);
-    const c = client();
-    expect((await c.call({ op: 'listdir', path: m.dir })).names).toEqual(['echo']);
-    expect((await c.call({ op: 'stat', path })).mode).toBe(0o100600);
-    expect(m.session.initialized?.minor).toBeGreaterThanOrEqual(12);
+    it('default mode: write(2) from another thread waits in the VFS (f_pos_lock) while a read(2) is pending', async () => {
+      const { m, dev, path, trace } = await mountEcho();
+      const c = client();
+      const fd = (await c.call({ op: 'open', path })).fd!;
+      const r = c.bg({ op: 'read', fd, size: 8192 });
+      await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
+      const w = c.bg({ op: 'write', fd, data: 'queued behind the read' });
+      await w.started;
+      await sleep(300);
+      expect(requests(trace, 'WRITE')).toHaveLength(0); // never reached the server
+      dev.push(Buffer.from('from the server'));
+      expect((await r.done).data).toBe('from the server');
+      expect((await w.done).n).toBe(22);
+      expect(requests(trace, 'WRITE')).toHaveLength(1);
+    });
+
+    it('stream mode: write(2) from another thread reaches a pending read(2); pread fails ESPIPE', async () => {
+      const { m, path } = await mountEcho({ stream: true });
+      const c = client();
+      const fd = (await c.call({ op: 'open', path })).fd!;
+      const r = c.bg({ op: 'read', fd, size: 8192 });
+      await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
+      expect((await c.call({ op: 'write', fd, data: 'hello' })).n).toBe(5);
+      expect((await r.done).data).toBe('hello');
+      expect((await c.call({ op: 'pread', fd, size: 100, offset: 0 })).errno).toBe(ESPIPE);
+      expect((await c.call({ op: 'pwrite', fd, data: 'x', offset: 0 })).errno).toBe(ESPIPE);
+    });
+
+    it('a read with a too-small buffer fails EINVAL and keeps the message', async () => {
+      const { path } = await mountEcho();
+      const c = client();
+      const fd = (await c.call({ op: 'open', path })).fd!;
+      await c.call({ op: 'write', fd, data: '0123456789' });
+      expect((await c.call({ op: 'read', fd, size: 4 })).errno).toBe(EINVAL);
+      expect(await c.call({ op: 'read', fd, size: 10 })).toMatchObject({ n: 10, data: '0123456789' });
+    });
+
+    it('a 7432-byte message is one WRITE; a 300 KiB read buffer is one READ of that size', async () => {
+      const { dev, path } = await mountEcho();
+      const c = client();
+      const fd = (await c.call({ op: 'open', path })).fd!;
+      const msg = 'k'.repeat(7432);
+      expect((await c.call({ op: 'write', fd, data: msg })).n).toBe(7432);
+      expect(await c.call({ op: 'read', fd, size: 300 * 1024 })).toMatchObject({ n: 7432, data: msg });
+      expect(dev.writeSizes).toEqual([7432]);
+      expect(dev.readSizes).toEqual([300 * 1024]);
+    });
+
+    it('pread and pwrite at offset 0 work, also after the file position moved', async () => {
+      const { path, trace } = await mountEcho();
+      const c = client();
+      const fd = (await c.call({ op: 'open', path })).fd!;
+      await c.call({ op: 'write', fd, data: 'xyz' });
+      await c.call({ op: 'read', fd, size: 100 });
+      expect((await c.call({ op: 'pwrite', fd, data: 'at zero', offset: 0 })).n).toBe(7);
+      expect(await c.call({ op: 'pread', fd, size: 100, offset: 0 })).toMatchObject({
+        n: 7,
+        data: 'at zero',
+      });
+      expect(requests(trace, 'READ').length).toBe(2);
+    });
+
+    it('a blocked read interrupted by a signal returns EINTR via FUSE_INTERRUPT', async () => {
+      const { m, dev, path, trace } = await mountEcho();
+      const c = client();
+      const fd = (await c.call({ op: 'open', path })).fd!;
+      const r = c.bg({ op: 'read', fd, size: 8192 });
+      await r.started;
+      await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
+      await c.call({ op: 'signal', target: r.id });
+      expect((await r.done).errno).toBe(EINTR);
+      expect(dev.interrupts).toBe(1);
+      const read = requests(trace, 'READ').at(-1)!;
+      expect(requests(trace, 'INTERRUPT')).toHaveLength(1);
+      expect(trace.find((e) => e.kind === 'reply' && e.unique === read.unique)).toMatchObject({
+        errno: EINTR,
+      });
+      // The device is still usable on the same descriptor.
+      await c.call({ op: 'write', fd, data: 'after' });
+      expect((await c.call({ op: 'read', fd, size: 100 })).data).toBe('after');
+    });
+
+    it('poll() sleeps until a message is queued and is woken by FUSE_NOTIFY_POLL', async () => {
+      const { dev, path, trace } = await mountEcho();
+      const c = client();
+      const fd = (await c.call({ op: 'open', path })).fd!;
+      expect((await c.call({ op: 'poll', fd, timeout: 0 })).revents).toBe(0);
+      const p = c.bg({ op: 'poll', fd, timeout: 10_000 });
+      await p.started;
+      await waitFor(() => dev.wake !== undefined && requests(trace, 'POLL').length >= 2, 'the POLL');
+      await sleep(100);
+      const t0 = Date.now();
+      dev.push(Buffer.from('ping'));
+      const res = await p.done;
+      expect(Date.now() - t0).toBeLessThan(2000);
+      expect(res.revents! & POLLIN).toBe(POLLIN);
+      expect(trace.some((e) => e.kind === 'notify')).toBe(true);
+      expect((await c.call({ op: 'read', fd, size: 100 })).data).toBe('ping');
+    });
+
+    it('a pending read does not hold up other processes: their OPEN gets EBUSY at once', async () => {
+      const { m, path } = await mountEcho();
+      const a = client();
+      const b = client();
+      const fd = (await a.call({ op: 'open', path })).fd!;
+      const r = a.bg({ op: 'read', fd, size: 8192 });
+      await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
+      const t0 = Date.now();
+      expect((await b.call({ op: 'open', path })).errno).toBe(EBUSY);
+      expect((await b.call({ op: 'listdir', path: m.dir })).names).toEqual(['echo']);
+      expect(Date.now() - t0).toBeLessThan(2000);
+      await a.call({ op: 'pwrite', fd, data: 'done', offset: 0 });
+      expect((await r.done).data).toBe('done');
+    });
+
+    it('killing a process blocked in read delivers INTERRUPT then RELEASE', async () => {
+      const { m, dev, path, trace } = await mountEcho();
+      const a = client();
+      const fd = (await a.call({ op: 'open', path })).fd!;
+      a.bg({ op: 'read', fd, size: 8192 });
+      await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
+      const read = requests(trace, 'READ').at(-1)!;
+      a.kill();
+      await waitFor(() => dev.releases === 1, 'RELEASE after SIGKILL');
+      // The dying reader waits (uninterruptibly) until the READ is answered; the INTERRUPT got it EINTR.
+      // (Kernel 6.18 may also interrupt the FLUSH of the dying process; that one was already answered.)
+      expect(requests(trace, 'INTERRUPT').length).toBeGreaterThanOrEqual(1);
+      expect(dev.interrupts).toBe(1);
+      expect(trace.find((e) => e.kind === 'reply' && e.unique === read.unique)).toMatchObject({
+        errno: EINTR,
+      });
+      expect(m.session.stats()).toMatchObject({ openFiles: 0, pendingReads: 0 });
+      expect((await client().call({ op: 'open', path })).fd).toBeGreaterThan(2);
+    });
+
+    it('rescind: pending and later reads, writes and opens fail EBADF, poll says POLLERR|POLLHUP, then ENOENT', async () => {
+      const { m, dev, path } = await mountEcho();
+      const c = client();
+      const fd = (await c.call({ op: 'open', path })).fd!;
+      const r = c.bg({ op: 'read', fd, size: 8192 });
+      await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
+      dev.destroy();
+      expect((await r.done).errno).toBe(EBADF);
+      expect((await c.call({ op: 'read', fd, size: 100 })).errno).toBe(EBADF);
+      expect((await c.call({ op: 'write', fd, data: 'x' })).errno).toBe(EBADF);
+      expect((await c.call({ op: 'poll', fd, timeout: 0 })).revents).toBe(POLLERR | POLLHUP);
+      expect((await client().call({ op: 'open', path })).errno).toBe(EBADF);
+      await c.call({ op: 'close', fd });
+      await waitFor(() => dev.releases === 1, 'RELEASE');
+      m.session.removeFile('echo');
+      expect((await c.call({ op: 'open', path })).errno).toBe(ENOENT);
+    });
+
+    it('operations the server does not implement fail with ENOSYS', async () => {
+      const { m } = await mountEcho();
+      expect((await client().call({ op: 'mkdir', path: join(m.dir, 'sub') })).errno).toBe(ENOSYS);
+    });
+
+    it('unmount with nothing open ends the session: the /dev/fuse read returns ENODEV', async () => {
+      const { m } = await mountEcho();
+      const readerPid = m.readerPid;
+      expect(readerPid === undefined).toBe(reader === 'in-process');
+      if (readerPid) expect(pidAlive(readerPid)).toBe(true);
+      // 'unmounted' (not 'aborted'): the reader saw the kernel end the connection
+      expect(await m.unmount()).toEqual({ reason: 'unmounted' });
+      expect(isMountPoint(m.dir)).toBe(false);
+      if (readerPid) await waitFor(() => !pidAlive(readerPid), 'the reader to exit');
+    });
+
+    it('unmount while a client keeps the file open aborts after the timeout and releases the file', async () => {
+      const { m, dev, path } = await mountEcho({ unmountTimeoutMs: 300 });
+      const c = client();
+      const fd = (await c.call({ op: 'open', path })).fd!;
+      const r = c.bg({ op: 'read', fd, size: 8192 });
+      await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
+      const t0 = Date.now();
+      expect(await m.unmount()).toEqual({ reason: 'aborted' });
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
+      expect(isMountPoint(m.dir)).toBe(false);
+      expect(dev.releases).toBe(1);
+      // The aborted connection fails the blocked read instead of leaving it hanging.
+      expect((await r.done).errno).toBeGreaterThan(0);
+    });
   });
-
-  it('a second open gets EBUSY; the last close releases and resets the device', async () => {
-    const { dev, path } = await mountEcho();
-    const a = client();
-    const b = client();
-    const fd = (await a.call({ op: 'open', path })).fd!;
-    expect((await b.call({ op: 'open', path })).errno).toBe(EBUSY);
-    expect((await a.call({ op: 'write', fd, data: 'left over' })).n).toBe(9);
-    await a.call({ op: 'close', fd });
-    await waitFor(() => dev.releases === 1, 'RELEASE');
-    const fd2 = (await b.call({ op: 'open', path })).fd!;
-    expect((await b.call({ op: 'poll', fd: fd2, timeout: 0 })).revents).toBe(0); // queue was dropped
-  });
-
-  it('a read blocks until another thread pwrites; each read returns exactly one message', async () => {
-    const { m, path } = await mountEcho();
-    const c = client();
-    const fd = (await c.call({ op: 'open', path })).fd!;
-    const r = c.bg({ op: 'read', fd, size: 8192 });
-    await r.started;
-    await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
-    await sleep(100);
-    // A pwrite from another thread on the same open file is served while the READ is pending.
-    expect((await c.call({ op: 'pwrite', fd, data: 'hello', offset: 0 })).n).toBe(5);
-    expect(await r.done).toMatchObject({ n: 5, data: 'hello' });
-    await c.call({ op: 'write', fd, data: 'a' });
-    await c.call({ op: 'write', fd, data: 'bb' });
-    expect((await c.call({ op: 'read', fd, size: 8192 })).data).toBe('a');
-    expect((await c.call({ op: 'read', fd, size: 8192 })).data).toBe('bb');
-  });
-
-  it('default mode: write(2) from another thread waits in the VFS (f_pos_lock) while a read(2) is pending', async () => {
-    const { m, dev, path, trace } = await mountEcho();
-    const c = client();
-    const fd = (await c.call({ op: 'open', path })).fd!;
-    const r = c.bg({ op: 'read', fd, size: 8192 });
-    await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
-    const w = c.bg({ op: 'write', fd, data: 'queued behind the read' });
-    await w.started;
-    await sleep(300);
-    expect(requests(trace, 'WRITE')).toHaveLength(0); // never reached the server
-    dev.push(Buffer.from('from the server'));
-    expect((await r.done).data).toBe('from the server');
-    expect((await w.done).n).toBe(22);
-    expect(requests(trace, 'WRITE')).toHaveLength(1);
-  });
-
-  it('stream mode: write(2) from another thread reaches a pending read(2); pread fails ESPIPE', async () => {
-    const { m, path } = await mountEcho({ stream: true });
-    const c = client();
-    const fd = (await c.call({ op: 'open', path })).fd!;
-    const r = c.bg({ op: 'read', fd, size: 8192 });
-    await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
-    expect((await c.call({ op: 'write', fd, data: 'hello' })).n).toBe(5);
-    expect((await r.done).data).toBe('hello');
-    expect((await c.call({ op: 'pread', fd, size: 100, offset: 0 })).errno).toBe(ESPIPE);
-    expect((await c.call({ op: 'pwrite', fd, data: 'x', offset: 0 })).errno).toBe(ESPIPE);
-  });
-
-  it('a read with a too-small buffer fails EINVAL and keeps the message', async () => {
-    const { path } = await mountEcho();
-    const c = client();
-    const fd = (await c.call({ op: 'open', path })).fd!;
-    await c.call({ op: 'write', fd, data: '0123456789' });
-    expect((await c.call({ op: 'read', fd, size: 4 })).errno).toBe(EINVAL);
-    expect(await c.call({ op: 'read', fd, size: 10 })).toMatchObject({ n: 10, data: '0123456789' });
-  });
-
-  it('a 7432-byte message is one WRITE; a 300 KiB read buffer is one READ of that size', async () => {
-    const { dev, path } = await mountEcho();
-    const c = client();
-    const fd = (await c.call({ op: 'open', path })).fd!;
-    const msg = 'k'.repeat(7432);
-    expect((await c.call({ op: 'write', fd, data: msg })).n).toBe(7432);
-    expect(await c.call({ op: 'read', fd, size: 300 * 1024 })).toMatchObject({ n: 7432, data: msg });
-    expect(dev.writeSizes).toEqual([7432]);
-    expect(dev.readSizes).toEqual([300 * 1024]);
-  });
-
-  it('pread and pwrite at offset 0 work, also after the file position moved', async () => {
-    const { path, trace } = await mountEcho();
-    const c = client();
-    const fd = (await c.call({ op: 'open', path })).fd!;
-    await c.call({ op: 'write', fd, data: 'xyz' });
-    await c.call({ op: 'read', fd, size: 100 });
-    expect((await c.call({ op: 'pwrite', fd, data: 'at zero', offset: 0 })).n).toBe(7);
-    expect(await c.call({ op: 'pread', fd, size: 100, offset: 0 })).toMatchObject({ n: 7, data: 'at zero' });
-    expect(requests(trace, 'READ').length).toBe(2);
-  });
-
-  it('a blocked read interrupted by a signal returns EINTR via FUSE_INTERRUPT', async () => {
-    const { m, dev, path, trace } = await mountEcho();
-    const c = client();
-    const fd = (await c.call({ op: 'open', path })).fd!;
-    const r = c.bg({ op: 'read', fd, size: 8192 });
-    await r.started;
-    await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
-    await c.call({ op: 'signal', target: r.id });
-    expect((await r.done).errno).toBe(EINTR);
-    expect(dev.interrupts).toBe(1);
-    const read = requests(trace, 'READ').at(-1)!;
-    expect(requests(trace, 'INTERRUPT')).toHaveLength(1);
-    expect(trace.find((e) => e.kind === 'reply' && e.unique === read.unique)).toMatchObject({ errno: EINTR });
-    // The device is still usable on the same descriptor.
-    await c.call({ op: 'write', fd, data: 'after' });
-    expect((await c.call({ op: 'read', fd, size: 100 })).data).toBe('after');
-  });
-
-  it('poll() sleeps until a message is queued and is woken by FUSE_NOTIFY_POLL', async () => {
-    const { dev, path, trace } = await mountEcho();
-    const c = client();
-    const fd = (await c.call({ op: 'open', path })).fd!;
-    expect((await c.call({ op: 'poll', fd, timeout: 0 })).revents).toBe(0);
-    const p = c.bg({ op: 'poll', fd, timeout: 10_000 });
-    await p.started;
-    await waitFor(() => dev.wake !== undefined && requests(trace, 'POLL').length >= 2, 'the POLL');
-    await sleep(100);
-    const t0 = Date.now();
-    dev.push(Buffer.from('ping'));
-    const res = await p.done;
-    expect(Date.now() - t0).toBeLessThan(2000);
-    expect(res.revents! & POLLIN).toBe(POLLIN);
-    expect(trace.some((e) => e.kind === 'notify')).toBe(true);
-    expect((await c.call({ op: 'read', fd, size: 100 })).data).toBe('ping');
-  });
-
-  it('a pending read does not hold up other processes: their OPEN gets EBUSY at once', async () => {
-    const { m, path } = await mountEcho();
-    const a = client();
-    const b = client();
-    const fd = (await a.call({ op: 'open', path })).fd!;
-    const r = a.bg({ op: 'read', fd, size: 8192 });
-    await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
-    const t0 = Date.now();
-    expect((await b.call({ op: 'open', path })).errno).toBe(EBUSY);
-    expect((await b.call({ op: 'listdir', path: m.dir })).names).toEqual(['echo']);
-    expect(Date.now() - t0).toBeLessThan(2000);
-    await a.call({ op: 'pwrite', fd, data: 'done', offset: 0 });
-    expect((await r.done).data).toBe('done');
-  });
-
-  it('killing a process blocked in read delivers INTERRUPT then RELEASE', async () => {
-    const { m, dev, path, trace } = await mountEcho();
-    const a = client();
-    const fd = (await a.call({ op: 'open', path })).fd!;
-    a.bg({ op: 'read', fd, size: 8192 });
-    await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
-    const read = requests(trace, 'READ').at(-1)!;
-    a.kill();
-    await waitFor(() => dev.releases === 1, 'RELEASE after SIGKILL');
-    // The dying reader waits (uninterruptibly) until the READ is answered; the INTERRUPT got it EINTR.
-    // (Kernel 6.18 may also interrupt the FLUSH of the dying process; that one was already answered.)
-    expect(requests(trace, 'INTERRUPT').length).toBeGreaterThanOrEqual(1);
-    expect(dev.interrupts).toBe(1);
-    expect(trace.find((e) => e.kind === 'reply' && e.unique === read.unique)).toMatchObject({ errno: EINTR });
-    expect(m.session.stats()).toMatchObject({ openFiles: 0, pendingReads: 0 });
-    expect((await client().call({ op: 'open', path })).fd).toBeGreaterThan(2);
-  });
-
-  it('rescind: pending and later reads, writes and opens fail EBADF, poll says POLLERR|POLLHUP, then ENOENT', async () => {
-    const { m, dev, path } = await mountEcho();
-    const c = client();
-    const fd = (await c.call({ op: 'open', path })).fd!;
-    const r = c.bg({ op: 'read', fd, size: 8192 });
-    await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
-    dev.destroy();
-    expect((await r.done).errno).toBe(EBADF);
-    expect((await c.call({ op: 'read', fd, size: 100 })).errno).toBe(EBADF);
-    expect((await c.call({ op: 'write', fd, data: 'x' })).errno).toBe(EBADF);
-    expect((await c.call({ op: 'poll', fd, timeout: 0 })).revents).toBe(POLLERR | POLLHUP);
-    expect((await client().call({ op: 'open', path })).errno).toBe(EBADF);
-    await c.call({ op: 'close', fd });
-    await waitFor(() => dev.releases === 1, 'RELEASE');
-    m.session.removeFile('echo');
-    expect((await c.call({ op: 'open', path })).errno).toBe(ENOENT);
-  });
-
-  it('operations the server does not implement fail with ENOSYS', async () => {
-    const { m } = await mountEcho();
-    expect((await client().call({ op: 'mkdir', path: join(m.dir, 'sub') })).errno).toBe(ENOSYS);
-  });
-
-  it('unmount with nothing open ends the session: the blocked /dev/fuse read returns ENODEV', async () => {
-    const { m } = await mountEcho();
-    const readerPid = m.readerPid!;
-    expect(pidAlive(readerPid)).toBe(true);
-    expect(await m.unmount()).toEqual({ reason: 'unmounted' });
-    expect(isMountPoint(m.dir)).toBe(false);
-    await waitFor(() => !pidAlive(readerPid), 'the reader to exit');
-  });
-
-  it('unmount while a client keeps the file open aborts after the timeout and releases the file', async () => {
-    const { m, dev, path } = await mountEcho({ unmountTimeoutMs: 300 });
-    const c = client();
-    const fd = (await c.call({ op: 'open', path })).fd!;
-    const r = c.bg({ op: 'read', fd, size: 8192 });
-    await waitFor(() => m.session.stats().pendingReads === 1, 'the READ to reach the server');
-    const t0 = Date.now();
-    expect(await m.unmount()).toEqual({ reason: 'aborted' });
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
-    expect(isMountPoint(m.dir)).toBe(false);
-    expect(dev.releases).toBe(1);
-    // The aborted connection fails the blocked read instead of leaving it hanging.
-    expect((await r.done).errno).toBeGreaterThan(0);
-  });
-});
 
 // =============================================================================================
 // 5. Process exit, signals and crashes (a server in a child process)
 // =============================================================================================
 
-describe('teardown of a serving process', () => {
-  let work: string;
-  let serverScript: string;
-  const procs: ChildProcess[] = [];
-  const dirs: string[] = [];
+describe('reader choice', () => {
+  it('the in-process reader refuses a max_write its 64 KiB reads cannot take', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fuse-mnt-'));
+    try {
+      await expect(
+        mountFuse(dir, new Map(), { reader: 'in-process', maxWrite: STREAM_MAX_WRITE + 4096 }),
+      ).rejects.toThrow(/in-process reader cannot serve it/);
+      expect(isMountPoint(dir)).toBe(false);
+    } finally {
+      rmdirSync(dir);
+    }
+  });
+});
 
-  beforeAll(() => {
-    if (!existsSync('/dev/fuse')) throw new Error('/dev/fuse is missing: these tests need CONFIG_FUSE_FS');
-    work = mkdtempSync(join(tmpdir(), 'fuse-srv-'));
-    serverScript = join(work, 'server.mts');
-    writeFileSync(
-      serverScript,
-      `import { mountFuse } from ${JSON.stringify(join(REPO, 'kernel-shim/fuse/mount.js'))};
-const [dir, mode] = process.argv.slice(2);
+for (const reader of READERS)
+  describe(`teardown of a serving process (${reader} reader)`, () => {
+    let work: string;
+    let serverScript: string;
+    const procs: ChildProcess[] = [];
+    const dirs: string[] = [];
+
+    beforeAll(() => {
+      if (!existsSync('/dev/fuse')) throw new Error('/dev/fuse is missing: these tests need CONFIG_FUSE_FS');
+      work = mkdtempSync(join(tmpdir(), 'fuse-srv-'));
+      serverScript = join(work, 'server.mts');
+      writeFileSync(
+        serverScript,
+        `import { mountFuse } from ${JSON.stringify(join(REPO, 'kernel-shim/fuse/mount.js'))};
+const [dir, mode, reader] = process.argv.slice(2);
 const handler = { open: () => 1, read: () => {}, write: (_fh, d) => d.length, release: () => {} };
-const m = await mountFuse(dir, new Map([['f', handler]]), { unmountOnExit: mode !== 'plain' });
+const m = await mountFuse(dir, new Map([['f', handler]]), {
+  unmountOnExit: mode !== 'plain',
+  reader,
+  maxWrite: reader === 'in-process' ? 60 * 1024 : 128 * 1024,
+});
 console.log(JSON.stringify({ pid: process.pid, readerPid: m.readerPid }));
 process.stdin.on('data', (d) => { if (String(d).includes('exit')) process.exit(3); });
 `,
-    );
-  });
-
-  afterEach(async () => {
-    for (const p of procs.splice(0)) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-    await sleep(50);
-    for (const d of dirs.splice(0)) {
-      if (isMountPoint(d)) execFileSync('umount', ['-l', d]);
-      rmdirSync(d);
-    }
-  });
-
-  afterAll(() => {
-    if (work) rmSync(work, { recursive: true, force: true });
-  });
-
-  async function startServer(
-    mode: 'exit' | 'plain',
-    wrap: string[] = [],
-  ): Promise<{
-    p: ChildProcess;
-    dir: string;
-    info: { pid: number; readerPid: number };
-    exited: Promise<[number | null, string | null]>;
-  }> {
-    const dir = mkdtempSync(join(tmpdir(), 'fuse-mnt-'));
-    dirs.push(dir);
-    const argv = [process.execPath, '--import', 'tsx', serverScript, dir, mode];
-    const cmd = [...wrap, ...argv];
-    const p = spawn(cmd[0]!, cmd.slice(1), { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'] });
-    procs.push(p);
-    let err = '';
-    p.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
-    const exited = new Promise<[number | null, string | null]>((r) => p.on('exit', (c, s) => r([c, s])));
-    const info = await new Promise<{ pid: number; readerPid: number }>((resolve, reject) => {
-      createInterface({ input: p.stdout! }).once('line', (l) => resolve(JSON.parse(l)));
-      void exited.then(() => reject(new Error(`server exited before mounting: ${err}`)));
+      );
     });
-    return { p, dir, info, exited };
-  }
 
-  it('unmountOnExit: SIGTERM unmounts, and the process still dies of SIGTERM', async () => {
-    const { p, dir, info, exited } = await startServer('exit');
-    expect(isMountPoint(dir)).toBe(true);
-    p.kill('SIGTERM');
-    expect(await exited).toEqual([null, 'SIGTERM']);
-    expect(isMountPoint(dir)).toBe(false);
-    await waitFor(() => !pidAlive(info.readerPid), 'the reader to exit');
-  });
+    afterEach(async () => {
+      for (const p of procs.splice(0)) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+      await sleep(50);
+      for (const d of dirs.splice(0)) {
+        if (isMountPoint(d)) execFileSync('umount', ['-l', d]);
+        rmdirSync(d);
+      }
+    });
 
-  it('unmountOnExit: process.exit() unmounts synchronously', async () => {
-    const { p, dir, info, exited } = await startServer('exit');
-    p.stdin!.write('exit\n');
-    expect(await exited).toEqual([3, null]);
-    expect(isMountPoint(dir)).toBe(false);
-    await waitFor(() => !pidAlive(info.readerPid), 'the reader to exit');
-  });
+    afterAll(() => {
+      if (work) rmSync(work, { recursive: true, force: true });
+    });
 
-  it('SIGKILL without a private namespace: the reader dies, the dead mount stays (errors, no hang) until unmounted', async () => {
-    const { p, dir, info, exited } = await startServer('plain');
-    p.kill('SIGKILL');
-    await exited;
-    await waitFor(() => !pidAlive(info.readerPid), 'the reader to kill itself');
-    expect(isMountPoint(dir)).toBe(true);
-    const st = spawnSync('stat', [join(dir, 'f')], { encoding: 'utf8', timeout: 5000 });
-    // ENOTCONN or ECONNABORTED, depending on the kernel path: either way an error, not a hang.
-    expect(st.stderr).toMatch(/Transport endpoint is not connected|Software caused connection abort/);
-    execFileSync('umount', ['-l', dir]);
-    expect(isMountPoint(dir)).toBe(false);
-  });
+    async function startServer(
+      mode: 'exit' | 'plain',
+      wrap: string[] = [],
+    ): Promise<{
+      p: ChildProcess;
+      dir: string;
+      info: { pid: number; readerPid?: number };
+      exited: Promise<[number | null, string | null]>;
+    }> {
+      const dir = mkdtempSync(join(tmpdir(), 'fuse-mnt-'));
+      dirs.push(dir);
+      const argv = [process.execPath, '--import', 'tsx', serverScript, dir, mode, reader];
+      const cmd = [...wrap, ...argv];
+      const p = spawn(cmd[0]!, cmd.slice(1), { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'] });
+      procs.push(p);
+      let err = '';
+      p.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
+      const exited = new Promise<[number | null, string | null]>((r) => p.on('exit', (c, s) => r([c, s])));
+      const info = await new Promise<{ pid: number; readerPid?: number }>((resolve, reject) => {
+        createInterface({ input: p.stdout! }).once('line', (l) => resolve(JSON.parse(l)));
+        void exited.then(() => reject(new Error(`server exited before mounting: ${err}`)));
+      });
+      return { p, dir, info, exited };
+    }
 
-  it('crash safety: SIGKILL inside `unshare --mount --propagation private` leaves no mount anywhere', async () => {
-    const { p, dir, info, exited } = await startServer('plain', [
-      'unshare',
-      '--mount',
-      '--propagation',
-      'private',
-    ]);
-    expect(info.pid).toBe(p.pid); // unshare execs node, no extra process
-    expect(readFileSync(`/proc/${info.pid}/mounts`, 'utf8')).toContain(` ${dir} fuse.hvshim `);
-    expect(isMountPoint(dir)).toBe(false); // never visible outside the namespace
-    p.kill('SIGKILL');
-    await exited;
-    await waitFor(() => !pidAlive(info.readerPid), 'the reader to kill itself');
-    expect(isMountPoint(dir)).toBe(false);
-    expect(readFileSync('/proc/self/mounts', 'utf8')).not.toContain(dir);
+    it('unmountOnExit: SIGTERM unmounts, and the process still dies of SIGTERM', async () => {
+      const { p, dir, info, exited } = await startServer('exit');
+      expect(isMountPoint(dir)).toBe(true);
+      p.kill('SIGTERM');
+      expect(await exited).toEqual([null, 'SIGTERM']);
+      expect(isMountPoint(dir)).toBe(false);
+      await waitFor(() => info.readerPid === undefined || !pidAlive(info.readerPid), 'the reader to exit');
+    });
+
+    it('unmountOnExit: process.exit() unmounts synchronously', async () => {
+      const { p, dir, info, exited } = await startServer('exit');
+      p.stdin!.write('exit\n');
+      expect(await exited).toEqual([3, null]);
+      expect(isMountPoint(dir)).toBe(false);
+      await waitFor(() => info.readerPid === undefined || !pidAlive(info.readerPid), 'the reader to exit');
+    });
+
+    it('SIGKILL without a private namespace: the reader dies, the dead mount stays (errors, no hang) until unmounted', async () => {
+      const { p, dir, info, exited } = await startServer('plain');
+      p.kill('SIGKILL');
+      await exited;
+      await waitFor(
+        () => info.readerPid === undefined || !pidAlive(info.readerPid),
+        'the reader to kill itself',
+      );
+      expect(isMountPoint(dir)).toBe(true);
+      const st = spawnSync('stat', [join(dir, 'f')], { encoding: 'utf8', timeout: 5000 });
+      // ENOTCONN or ECONNABORTED, depending on the kernel path: either way an error, not a hang.
+      expect(st.stderr).toMatch(/Transport endpoint is not connected|Software caused connection abort/);
+      execFileSync('umount', ['-l', dir]);
+      expect(isMountPoint(dir)).toBe(false);
+    });
+
+    it('crash safety: SIGKILL inside `unshare --mount --propagation private` leaves no mount anywhere', async () => {
+      const { p, dir, info, exited } = await startServer('plain', [
+        'unshare',
+        '--mount',
+        '--propagation',
+        'private',
+      ]);
+      expect(info.pid).toBe(p.pid); // unshare execs node, no extra process
+      expect(readFileSync(`/proc/${info.pid}/mounts`, 'utf8')).toContain(` ${dir} fuse.hvshim `);
+      expect(isMountPoint(dir)).toBe(false); // never visible outside the namespace
+      p.kill('SIGKILL');
+      await exited;
+      await waitFor(
+        () => info.readerPid === undefined || !pidAlive(info.readerPid),
+        'the reader to kill itself',
+      );
+      expect(isMountPoint(dir)).toBe(false);
+      expect(readFileSync('/proc/self/mounts', 'utf8')).not.toContain(dir);
+    });
   });
-});
