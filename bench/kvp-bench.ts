@@ -2,6 +2,7 @@
  * KVP benchmark (a report, not a test): host round trips per second through the kernel-shim's
  * device files, hv-kvp-ts next to the upstream hv_kvp_daemon, with 10, 1,000 and 10,000 records in
  * the pool, and each daemon's memory. Run as root:  node --import tsx bench/kvp-bench.ts
+ * (prefix `taskset -c 1` to run the shim, the host and the daemon on one CPU; see bench/README.md).
  * Pools are pre-filled on disk (2560-byte records) before the daemon starts.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -31,7 +32,7 @@ const rows: string[] = [];
 for (const records of sizes) {
   for (const [name, command] of [
     ['hv-kvp-ts', OURS.kvp],
-    ['hv-kvp-ts --no-sync', [...OURS.kvp, '--no-sync']],
+    ['hv-kvp-ts --sync always', [...OURS.kvp, '--sync', 'always']],
     ['hv_kvp_daemon', UPSTREAM.kvp],
   ] as const) {
     const stateDir = mkdtempSync(join(tmpdir(), 'hv-kvp-bench-'));

@@ -9,6 +9,7 @@ import { autoPoolEntry } from './auto-pool.js';
 import { defaultDeps } from './effects.js';
 import { getIpInfo } from './ip-info.js';
 import { KvpPools } from './pool.js';
+import { SYNC_MODES, type SyncMode } from './pool-sync.js';
 import { KVP_DEVICE, KvpService } from './service.js';
 import { setIpInfo } from './set-ip.js';
 import { VERSION } from '../common/version.js';
@@ -21,7 +22,7 @@ interface KvpOptions extends CommonOptions {
   debug?: boolean;
   poolDir: string;
   scriptsDir: string;
-  sync: boolean;
+  sync: SyncMode | false;
   sysRoot: string;
 }
 
@@ -42,10 +43,16 @@ export function kvpProgram() {
       'where hv_get_dns_info, hv_get_dhcp_info and hv_set_ifconfig live',
       SCRIPTS_DIR,
     )
-    .option(
-      '--no-sync',
-      'do not fsync pool writes: still safe if the daemon crashes, not if the host does (upstream never syncs)',
+    .addOption(
+      new Option(
+        '--sync <mode>',
+        'when pool writes reach the disk: always (fdatasync before answering), deferred (within 1 s), ' +
+          'never (upstream); a crash of the daemon loses nothing in any mode',
+      )
+        .choices(SYNC_MODES)
+        .default('deferred'),
     )
+    .option('--no-sync', 'the same as --sync never')
     .addOption(
       new Option('--sys-root <dir>', 'read /sys and /etc below this directory (tests)')
         .default('/')
@@ -70,7 +77,7 @@ export function runKvp(
           pools = await KvpPools.open({
             dir: o.poolDir,
             logger: logger.child({ part: 'pool' }),
-            durable: o.sync,
+            sync: o.sync === false ? 'never' : o.sync,
           });
         } catch (e) {
           throw Object.assign(

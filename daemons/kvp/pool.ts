@@ -41,7 +41,8 @@
  * are just untrusted (correct, slower). The in-memory index (key → first served record) and the
  * record array make GET, and ENUMERATE by index, O(1) when nothing changed.
  *
- * Writes, always under both locks; an operation resolves only after fdatasync, so resolved = durable.
+ * Writes, always under both locks; with sync "always" an operation resolves only after fdatasync, so
+ * resolved = durable (other modes: pool-sync.ts; the steps below are the same, the fdatasyncs move).
  *  - SET of a new key: pwrite one record at the end (whole records: slots × 2560), fdatasync. A kill
  *    mid-write leaves a trailing partial record, which every reader ignores.
  *  - SET of an existing key: the first matching record is rewritten in place. Its bytes are read
@@ -107,6 +108,7 @@ import {
 } from './pool-file.js';
 import { decodeJournal, encodeJournal, planRecovery, type JournalEntry } from './pool-journal.js';
 import { type FileStat, type PoolIo, nodePoolIo } from './pool-io.js';
+import { type SyncMode, syncedIo } from './pool-sync.js';
 
 export interface KvpRecord {
   readonly key: string;
@@ -126,10 +128,13 @@ export interface KvpPoolsOptions {
   /** The effects (tests replace it). */
   io?: PoolIo;
   /**
-   * fdatasync every acknowledged change (default true): safe against a host crash or a power loss,
-   * not only against a crash of the daemon. Upstream never syncs.
+   * When writes reach the disk (pool-sync.ts): "always" (default here: fdatasync before an operation
+   * resolves, safe against a power loss), "deferred" (synced within `syncDelayMs`) or "never"
+   * (upstream's behaviour). Every mode is safe against a crash of the daemon.
    */
-  durable?: boolean;
+  sync?: SyncMode;
+  /** Deferred mode: how long after the first unsynced write the files are synced (default 1000). */
+  syncDelayMs?: number;
 }
 
 /** A pool file stayed locked by another process for longer than lockTimeoutMs. */
@@ -244,6 +249,11 @@ class Pool {
 
   stats(): PoolCacheStats {
     return { reloads: this.reloads, hits: this.hits };
+  }
+
+  /** Resolves when the operations queued so far are done. */
+  async idle(): Promise<void> {
+    await this.queue.catch(() => undefined);
   }
 
   /** Wait for queued operations, then release the descriptors. */
@@ -631,6 +641,8 @@ export class KvpPools {
     private readonly pools: readonly Pool[],
     /** The pool file paths, in pool order. */
     readonly paths: readonly string[],
+    /** Sync the writes a deferred mode has not synced yet. */
+    readonly flush: () => Promise<void>,
   ) {}
 
   /**
@@ -639,12 +651,18 @@ export class KvpPools {
    * loaded at its first use instead.
    */
   static async open(opts: KvpPoolsOptions): Promise<KvpPools> {
-    const base = opts.io ?? nodePoolIo;
-    // Without durability, writes keep their order and their journal (safe against a crash of the
-    // daemon: the page cache survives it) but are not flushed to the disk.
-    const io: PoolIo =
-      opts.durable === false ? { ...base, datasync: async () => {}, syncDir: async () => {} } : base;
     const log = opts.logger;
+    // In every mode writes keep their order and their journal (safe against a crash of the daemon:
+    // the page cache survives it); the mode decides when they are flushed to the disk.
+    const synced = syncedIo(opts.io ?? nodePoolIo, opts.sync ?? 'always', {
+      ...(opts.syncDelayMs !== undefined ? { delayMs: opts.syncDelayMs } : {}),
+      onError: (err, what) =>
+        log.warn(
+          { err: err instanceof Error ? err.message : String(err) },
+          `${what} failed; retried at the next write`,
+        ),
+    });
+    const io = synced.io;
     const tuning = {
       lockTimeoutMs: opts.lockTimeoutMs ?? 10_000,
       partialGraceMs: opts.partialGraceMs ?? 500,
@@ -674,6 +692,7 @@ export class KvpPools {
     const store = new KvpPools(
       pools,
       pools.map((p) => p.path),
+      synced.flush,
     );
     for (const pool of pools) {
       try {
@@ -737,10 +756,12 @@ export class KvpPools {
     return this.pool(pool).stats();
   }
 
-  /** Finish queued operations and close the files. */
+  /** Finish queued operations, sync what is pending, and close the files. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await Promise.all(this.pools.map((p) => p.idle()));
+    await this.flush();
     await Promise.all(this.pools.map((p) => p.close()));
   }
 }

@@ -2,7 +2,7 @@
  * Child process of pool-crash.test.ts: a storm of set()/delete() on pool 1 of `dir`, reporting on
  * stdout (synchronously) `B <json op>` before each operation and `A` once it resolved, until killed.
  *
- *   node --import tsx pool-crash-child.ts <dir> <seed> [any:K | torn:N]
+ *   node --import tsx pool-crash-child.ts <dir> <seed> [any:K | torn:N] [always | deferred | never]
  *
  * any:K   the K-th mutating call (pwrite, ftruncate, fdatasync) kills the process with SIGKILL
  *         itself: a pwrite first writes a random prefix of its data (a torn write), an ftruncate
@@ -16,8 +16,9 @@ import { writeSync } from 'node:fs';
 import { memoryLogger } from '../../../daemons/common/log.js';
 import { KvpPools } from '../../../daemons/kvp/pool.js';
 import { type PoolIo, nodePoolIo } from '../../../daemons/kvp/pool-io.js';
+import type { SyncMode } from '../../../daemons/kvp/pool-sync.js';
 
-const [dir, seedArg, crashArg = ''] = process.argv.slice(2);
+const [dir, seedArg, crashArg = '', syncArg = 'always'] = process.argv.slice(2);
 if (!dir || !seedArg) throw new Error('usage: pool-crash-child.ts <dir> <seed> [any:K | torn:N]');
 
 let seed = Number(seedArg) >>> 0 || 1;
@@ -102,7 +103,15 @@ function text(maxChars: number): string {
   return s;
 }
 
-const store = await KvpPools.open({ dir, logger: memoryLogger(), partialGraceMs: 20, io });
+const sync = syncArg as SyncMode;
+const store = await KvpPools.open({
+  dir,
+  logger: memoryLogger(),
+  partialGraceMs: 20,
+  io,
+  sync,
+  syncDelayMs: 5,
+});
 const keys = (await store.records(1)).map((r) => r.key);
 let next = 0;
 for (;;) {

@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { memoryLogger } from '../../../daemons/common/log.js';
 import { KvpPools } from '../../../daemons/kvp/pool.js';
 import { decodeRecord } from '../../../daemons/kvp/pool-file.js';
+import type { SyncMode } from '../../../daemons/kvp/pool-sync.js';
 import { R, poolPath, tempDir } from './pool-support.js';
 
 const CHILD = fileURLToPath(new URL('./pool-crash-child.ts', import.meta.url));
@@ -21,8 +22,15 @@ afterAll(() => tmp.cleanup());
 type Op = ['set', string, string] | ['delete', string];
 
 /** Run the child until it dies; returns its stdout. */
-function runChild(dir: string, seed: number, crash: string, killAfterAcks: number, delayMs: number) {
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dir, String(seed), crash], {
+function runChild(
+  dir: string,
+  seed: number,
+  crash: string,
+  killAfterAcks: number,
+  delayMs: number,
+  sync: SyncMode,
+) {
+  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dir, String(seed), crash, sync], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -58,7 +66,13 @@ interface LaneReport {
 }
 
 /** One directory, `rounds` kills in a row, the model carried from round to round. */
-async function lane(name: string, rounds: number, injected: boolean, seed0: number): Promise<LaneReport> {
+async function lane(
+  name: string,
+  rounds: number,
+  injected: boolean,
+  seed0: number,
+  sync: SyncMode = 'always',
+): Promise<LaneReport> {
   const dir = join(tmp.dir, name);
   const model = new Map<string, string>();
   const report: LaneReport = { rounds, acked: 0, recoveries: [] };
@@ -69,7 +83,14 @@ async function lane(name: string, rounds: number, injected: boolean, seed0: numb
   };
   for (let round = 0; round < rounds; round++) {
     const crash = !injected ? '' : round % 2 ? `any:${1 + next(30)}` : `torn:${1 + next(3)}`;
-    const { out, err, signal } = await runChild(dir, seed0 * 1000 + round + 1, crash, 1 + next(25), next(4));
+    const { out, err, signal } = await runChild(
+      dir,
+      seed0 * 1000 + round + 1,
+      crash,
+      1 + next(25),
+      next(4),
+      sync,
+    );
     expect(signal, `child died on its own: ${err}`).toBe('SIGKILL');
 
     // the acknowledged operations, and the one in flight when the kill came (if any)
@@ -132,5 +153,17 @@ describe('crash safety', () => {
     expect(acked).toBeGreaterThan(100);
     // the injected lane tore an in-place write 8 times: each was rolled back at the next open
     expect(injected.recoveries.filter((m) => /rolled back/.test(m))).toHaveLength(8);
+  }, 60_000);
+
+  it("the same with deferred and with no syncing (the daemon's default and --no-sync)", async () => {
+    const lanes = await Promise.all([
+      lane('deferred-injected', 8, true, 17, 'deferred'),
+      lane('deferred-random', 10, false, 19, 'deferred'),
+      lane('never-injected', 8, true, 23, 'never'),
+    ]);
+    expect(lanes.reduce((n, l) => n + l.acked, 0)).toBeGreaterThan(60);
+    // four torn in-place writes each (a torn prefix of an any:K kill may add more), all rolled back
+    for (const l of [lanes[0], lanes[2]])
+      expect(l?.recoveries.filter((m) => /rolled back/.test(m)).length).toBeGreaterThanOrEqual(4);
   }, 60_000);
 });
