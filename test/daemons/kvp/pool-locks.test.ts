@@ -4,7 +4,7 @@
  * kinds appending while the store works.
  */
 import { spawnSync } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { appendFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { memoryLogger } from '../../../daemons/common/log.js';
@@ -18,6 +18,7 @@ import {
   foreignWriter,
   holdLock,
   poolPath,
+  records,
   tempDir,
 } from './pool-support.js';
 
@@ -59,7 +60,26 @@ describe.each<LockKind>(['posix', 'flock'])('a foreign %s lock holder', (kind) =
     expect(await store.get(1, 'k')).toBe('v');
   });
 
-  it('makes reads wait too, and gives up with a clear error after lockTimeoutMs', async () => {
+  it('does not hold up a read of a file unchanged since our own write', async () => {
+    const { store, path } = await setup({ lockTimeoutMs: 2000 });
+    await store.set(3, 'k', 'v'); // our write: the cache is trusted
+    const holder = await holdLock(path(3), kind);
+    try {
+      const started = Date.now();
+      expect(await store.get(3, 'k')).toBe('v');
+      expect(await store.enumerate(3, 0)).toEqual({ key: 'k', value: 'v' });
+      expect(Date.now() - started).toBeLessThan(1000); // not the 2 s lock timeout
+      // but a change under the lock (the holder writing) makes the next read wait for the lock
+      appendFileSync(path(3), records(['x', 'y']));
+      const err = await store.get(3, 'x').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(KvpLockTimeoutError);
+    } finally {
+      await holder.release();
+    }
+    expect(await store.get(3, 'x')).toBe('y'); // read after the release
+  }, 15_000);
+
+  it('makes reads of a changed file wait, and gives up with a clear error after lockTimeoutMs', async () => {
     const { store, path } = await setup({ lockTimeoutMs: 250 });
     const holder = await holdLock(path(2), kind);
     try {
