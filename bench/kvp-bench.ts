@@ -28,32 +28,46 @@ interface Result {
 }
 
 const sizes = (process.env.BENCH_SIZES ?? '10,1000,10000').split(',').map(Number);
+/** Each daemon runs this many times, the daemons taking turns; each figure is the median of the runs. */
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const DAEMONS = [
+  ['hv-kvp-ts', OURS.kvp],
+  ['hv-kvp-ts --sync always', [...OURS.kvp, '--sync', 'always']],
+  ['hv_kvp_daemon', UPSTREAM.kvp],
+] as const;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 const rows: string[] = [];
 for (const records of sizes) {
-  for (const [name, command] of [
-    ['hv-kvp-ts', OURS.kvp],
-    ['hv-kvp-ts --sync always', [...OURS.kvp, '--sync', 'always']],
-    ['hv_kvp_daemon', UPSTREAM.kvp],
-  ] as const) {
-    const stateDir = mkdtempSync(join(tmpdir(), 'hv-kvp-bench-'));
-    writeFileSync(join(stateDir, '.kvp_pool_0'), poolFile(records));
-    const ops = records >= 10_000 ? 60 : 300;
-    const { result } = await runInShim<Result>({
-      services: ['kvp'],
-      command,
-      script: 'bench/kvp-bench-host.ts',
-      params: { records, ops },
-      stateDir,
-      timeoutMs: 600_000,
-    });
-    rmSync(stateDir, { recursive: true, force: true });
-    const p = result.perSecond;
-    const m = result.memory;
-    const row = `| ${records} | ${name} | ${p.set ?? p.update} | ${p.insert} | ${p.get} | ${p.enumerate} | ${(m.idle.pssKiB / 1024).toFixed(1)} / ${(m.idle.anonKiB / 1024).toFixed(1)} | ${(m.loaded.pssKiB / 1024).toFixed(1)} / ${(m.loaded.anonKiB / 1024).toFixed(1)} |`;
+  const runs = new Map<string, Result[]>();
+  for (let round = 0; round < rounds; round++) {
+    for (const [name, command] of DAEMONS) {
+      const stateDir = mkdtempSync(join(tmpdir(), 'hv-kvp-bench-'));
+      writeFileSync(join(stateDir, '.kvp_pool_0'), poolFile(records));
+      const ops = records >= 10_000 ? 60 : 300;
+      const { result } = await runInShim<Result>({
+        services: ['kvp'],
+        command,
+        script: 'bench/kvp-bench-host.ts',
+        params: { records, ops },
+        stateDir,
+        timeoutMs: 600_000,
+      });
+      rmSync(stateDir, { recursive: true, force: true });
+      runs.set(name, [...(runs.get(name) ?? []), result]);
+      const p = result.perSecond;
+      process.stdout.write(
+        `round ${round + 1}: ${records} records, ${name}: SET ${p.update}/${p.insert}, GET ${p.get}, ENUMERATE ${p.enumerate}\n`,
+      );
+    }
+  }
+  for (const [name] of DAEMONS) {
+    const rs = runs.get(name) ?? [];
+    const m = (f: (r: Result) => number) => median(rs.map(f));
+    const kib = (f: (r: Result) => number) => (m(f) / 1024).toFixed(1);
+    const row = `| ${records} | ${name} | ${m((r) => r.perSecond.update!)} | ${m((r) => r.perSecond.insert!)} | ${m((r) => r.perSecond.get!)} | ${m((r) => r.perSecond.enumerate!)} | ${kib((r) => r.memory.idle.pssKiB)} / ${kib((r) => r.memory.idle.anonKiB)} | ${kib((r) => r.memory.loaded.pssKiB)} / ${kib((r) => r.memory.loaded.anonKiB)} |`;
     rows.push(row);
-    process.stdout.write(`${row}\n`);
   }
 }
 process.stdout.write(
-  `\n| records | daemon | SET update/s | SET new/s | GET/s | ENUMERATE/s | MiB PSS / anon (start) | MiB PSS / anon (after) |\n|---|---|---|---|---|---|---|---|\n${rows.join('\n')}\n`,
+  `\nMedians of ${rounds} runs per daemon (taking turns).\n\n| records | daemon | SET update/s | SET new/s | GET/s | ENUMERATE/s | MiB PSS / anon (start) | MiB PSS / anon (after) |\n|---|---|---|---|---|---|---|---|\n${rows.join('\n')}\n`,
 );
