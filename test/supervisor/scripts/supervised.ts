@@ -4,33 +4,10 @@
  * watch what the supervisor does while the node is absent, offer it again and time the
  * re-registration. Either way the host is then served again.
  */
-import { readFileSync, readdirSync } from 'node:fs';
 import { HV_S_OK } from '../../../uapi/constants.js';
 import type { HostScriptContext } from '../../support/host-script.js';
+import { childrenOf, commOf as comm } from '../../support/procs.js';
 import { until } from '../../support/until.js';
-
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
-
-const comm = (pid: number): string => {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return '';
-  }
-};
 
 interface Params {
   service: 'kvp' | 'fcopy';

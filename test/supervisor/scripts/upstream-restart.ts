@@ -2,23 +2,8 @@
  * Inside the shim: the daemon is hv-supervisor wrapping the upstream hv_kvp_daemon. Kill the
  * daemon (the supervisor's child) with SIGKILL and wait for it to register with the driver again.
  */
-import { readFileSync, readdirSync } from 'node:fs';
 import type { HostScriptContext } from '../../support/host-script.js';
-
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
+import { childrenOf } from '../../support/procs.js';
 
 export default async function upstreamRestart(ctx: HostScriptContext) {
   const driver = ctx.shim.device('kvp').driver;
