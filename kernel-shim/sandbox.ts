@@ -6,8 +6,9 @@
  * disappears with its last process, and the scratch space is a tmpfs mounted in the namespace.
  * A real /dev/vmbus, if the machine has one, is hidden inside the namespace and never touched.
  */
+import { mountPoints } from './fuse/mount.js';
 import { runSetupCommand } from './setup-command.js';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readlinkSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
@@ -45,13 +46,7 @@ function umount(target: string): void {
 
 /** The mount points strictly below `dir` in this namespace, shallowest first. */
 function submounts(dir: string): string[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) =>
-      (l.split(' ')[4] ?? '').replace(/\\([0-7]{3})/g, (_m, o: string) =>
-        String.fromCharCode(parseInt(o, 8)),
-      ),
-    )
+  return mountPoints()
     .filter((m) => m.startsWith(`${dir}/`))
     .sort((a, b) => a.length - b.length);
 }

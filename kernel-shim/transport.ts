@@ -14,16 +14,18 @@
  *  - release (last close): back to INIT, the queued message dropped, the driver's on_reset called;
  *  - send (kernel side): EINVAL with no daemon, EFAULT while a previous message is unread.
  */
+import { POLLERR, POLLHUP, POLLIN, POLLRDNORM } from '../daemons/common/libc.js';
 import { EAGAIN, EBADF, EBUSY, EFAULT, EINTR, EINVAL, SyscallError } from './errno.js';
 
 export const HVUTIL_TRANSPORT_INIT = 0;
 export const HVUTIL_TRANSPORT_CHARDEV = 2;
 export const HVUTIL_TRANSPORT_DESTROY = 3;
 
-export const EPOLLIN = 0x001;
-export const EPOLLERR = 0x008;
-export const EPOLLHUP = 0x010;
-export const EPOLLRDNORM = 0x040;
+// The kernel's EPOLL* names for the poll(2) bits: the same values, defined once in libc.ts.
+export const EPOLLIN = POLLIN;
+export const EPOLLERR = POLLERR;
+export const EPOLLHUP = POLLHUP;
+export const EPOLLRDNORM = POLLRDNORM;
 
 /** The driver behind a transport: hv_kvp.c, hv_snapshot.c or hv_fcopy.c. */
 export interface TransportDriver {

@@ -16,12 +16,15 @@ function koffi(): Koffi {
   return koffiModule;
 }
 
+/** poll(2) event bits as Linux defines them (also the EPOLL* values, and what FUSE carries). */
 export const POLLIN = 0x001;
 export const POLLPRI = 0x002;
 export const POLLOUT = 0x004;
 export const POLLERR = 0x008;
 export const POLLHUP = 0x010;
 export const POLLNVAL = 0x020;
+export const POLLRDNORM = 0x040;
+export const POLLWRNORM = 0x100;
 
 export const F_RDLCK = 0;
 export const F_WRLCK = 1;

@@ -24,6 +24,7 @@
  *   changed. The session turns it into a FUSE_NOTIFY_POLL for the kernel's poll handle when the
  *   kernel asked for a notification (calling it too often is harmless).
  */
+import { POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM } from '../../daemons/common/libc.js';
 import { constants } from 'node:os';
 
 /** An errno result, e.g. `errno('EBUSY')`. The number is positive. */
@@ -44,15 +45,17 @@ export function isErrno(v: unknown): v is Errno {
   return typeof v === 'object' && v !== null && typeof (v as { errno?: unknown }).errno === 'number';
 }
 
-/** poll(2) event bits as Linux defines them (the FUSE protocol carries these values). */
-export const POLLIN = 0x001;
-export const POLLPRI = 0x002;
-export const POLLOUT = 0x004;
-export const POLLERR = 0x008;
-export const POLLHUP = 0x010;
-export const POLLNVAL = 0x020;
-export const POLLRDNORM = 0x040;
-export const POLLWRNORM = 0x100;
+// poll(2) event bits (the FUSE protocol carries these values), defined once in libc.ts.
+export {
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLNVAL,
+  POLLOUT,
+  POLLPRI,
+  POLLRDNORM,
+  POLLWRNORM,
+} from '../../daemons/common/libc.js';
 /** What the kernel assumes for a file system without poll support. */
 export const DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM;
 

@@ -37,6 +37,7 @@
  * and disappears with it when the last process of the tree exits (verified by the test
  * test/kernel-shim/fuse/fuse.test.ts "crash safety").
  */
+import { parseMountinfo } from '../../daemons/vss/mounts.js';
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { endianness } from 'node:os';
@@ -92,17 +93,9 @@ export interface FuseMount {
   unmount(): Promise<FuseSessionEnd>;
 }
 
-/** Decodes the octal escapes (\040 etc.) of /proc/self/mountinfo. */
-function unescapeMountField(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/** Mount points of this process's mount namespace. */
+/** Mount points of this process's mount namespace (parsed as the VSS daemon parses them). */
 export function mountPoints(): string[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => unescapeMountField(line.split(' ')[4] ?? ''));
+  return parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).map((m) => m.mountPoint);
 }
 
 export function isMountPoint(dir: string): boolean {

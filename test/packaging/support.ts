@@ -3,6 +3,7 @@
  * never skips), the package build into a temporary directory, and a cached Debian 12 root made
  * with debootstrap (.cache/debootstrap/, git-ignored) copied per test so the cache stays pristine.
  */
+import { mountPoints } from '../../kernel-shim/fuse/mount.js';
 import { execFileSync, spawnSync } from 'node:child_process';
 import {
   existsSync,
@@ -109,10 +110,7 @@ export function copyOfBookworm(): string {
 
 /** Remove a scratch root; refuses while anything is mounted under it. */
 export function removeRoot(root: string): void {
-  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4] ?? '')
-    .filter((m) => m === root || m.startsWith(`${root}/`));
+  const mounts = mountPoints().filter((m) => m === root || m.startsWith(`${root}/`));
   if (mounts.length > 0) throw new Error(`still mounted under ${root}: ${mounts.join(', ')}`);
   rmSync(join(root, '..'), { recursive: true, force: true });
 }
