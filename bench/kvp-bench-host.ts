@@ -3,14 +3,8 @@
  * SET (update of an existing key, and a new key), GET and ENUMERATE against a pool pre-filled with
  * `records` records, and the daemon's memory.
  */
-import { readFileSync } from 'node:fs';
+import { processMemory } from './memory-bench-host.js';
 import type { HostScriptContext } from '../test/support/host-script.js';
-
-function memory(pid: number | undefined): { pssKiB: number; anonKiB: number } {
-  const text = pid ? readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8') : '';
-  const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
-  return { pssKiB: field('Pss'), anonKiB: field('Anonymous') };
-}
 
 /** The daemon process: the harness may run it under a wrapper; take the deepest descendant. */
 function daemonPid(ctx: HostScriptContext): number | undefined {
@@ -30,7 +24,7 @@ export default async function bench(ctx: HostScriptContext) {
     }
     return Math.round(passes.sort((a, b) => a - b)[1] ?? 0);
   };
-  const idle = memory(daemonPid(ctx));
+  const idle = processMemory(daemonPid(ctx));
   // Warm up (both daemons alike, and the shim itself): JIT-compiled code is slow for its first
   // thousand requests or so. Reads 1,500 of each; writes fewer at 10,000 records, where each of
   // upstream's takes ~20 ms.
@@ -45,7 +39,7 @@ export default async function bench(ctx: HostScriptContext) {
   const enumerate = await rate((i) => h.enumerate(0, (i * 7919) % records), 1000);
   const update = await rate((i) => h.addItem(pick(i), `updated ${i}`), ops);
   const insert = await rate((i) => h.addItem(`new-${i}`, `value ${i}`), Math.max(10, Math.floor(ops / 3)));
-  const loaded = memory(daemonPid(ctx));
+  const loaded = processMemory(daemonPid(ctx));
   const check = await h.getItem(pick(1));
   return {
     records,

@@ -25,6 +25,18 @@ export interface MemoryReport {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** PSS and anonymous memory of a process, from /proc/PID/smaps_rollup (NaN when unreadable). */
+export function processMemory(pid: number | undefined): { pssKiB: number; anonKiB: number } {
+  let text = '';
+  try {
+    if (pid) text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  } catch {
+    // gone
+  }
+  const field = (f: string) => Number(new RegExp(`^${f}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
+  return { pssKiB: field('Pss'), anonKiB: field('Anonymous') };
+}
+
 /** Every Node process whose root is `root` (the chroot), by its name as ps shows it. */
 function snapshot(root: string, match: (cmd: string) => boolean): Snapshot {
   const processes: ProcessMemory[] = [];
@@ -35,14 +47,9 @@ function snapshot(root: string, match: (cmd: string) => boolean): Snapshot {
       if (!readlinkSync(`/proc/${d}/exe`).endsWith('/node')) continue;
       const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').join(' ').trim();
       if (!match(cmd)) continue;
-      const text = readFileSync(`/proc/${d}/smaps_rollup`, 'utf8');
-      const field = (f: string) => Number(new RegExp(`^${f}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
-      processes.push({
-        pid: Number(d),
-        name: cmd.slice(0, 48),
-        pssKiB: field('Pss'),
-        anonKiB: field('Anonymous'),
-      });
+      const mem = processMemory(Number(d));
+      if (Number.isNaN(mem.pssKiB)) continue;
+      processes.push({ pid: Number(d), name: cmd.slice(0, 48), ...mem });
     } catch {
       // gone, or not ours
     }

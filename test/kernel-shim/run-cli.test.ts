@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { childrenOf } from '../support/procs.js';
 import { until } from '../support/until.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
@@ -35,15 +36,8 @@ const hostMounts = () =>
 
 /** The shim re-executed inside the namespace: a node descendant of `outer` (outer → unshare → node). */
 function innerShim(outer: number): number | undefined {
-  const children = (pid: number): number[] => {
-    try {
-      return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
-    } catch {
-      return [];
-    }
-  };
-  for (const unshare of children(outer))
-    for (const pid of children(unshare)) {
+  for (const unshare of childrenOf(outer))
+    for (const pid of childrenOf(unshare)) {
       try {
         if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('kernel-shim/cli.ts')) return pid;
       } catch {
