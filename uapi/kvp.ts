@@ -348,9 +348,15 @@ export function encodeKvpRegister(operation: number = KVP_OP_REGISTER1): Buffer 
   return buf;
 }
 
-/** Encode a daemon-to-kernel reply, 7432 bytes, `error` in bytes 0..3. */
-export function encodeKvpReply(reply: KvpReply): Buffer {
-  const buf = Buffer.alloc(KVP_MSG_SIZE);
+/**
+ * Encode a daemon-to-kernel reply, 7432 bytes, `error` in bytes 0..3. With `into` (at least 7432
+ * bytes), the reply is written there, zero-filled first, and a view of it is returned.
+ */
+export function encodeKvpReply(reply: KvpReply, into?: Buffer): Buffer {
+  const buf = !into
+    ? Buffer.alloc(KVP_MSG_SIZE)
+    : (into.length === KVP_MSG_SIZE ? into : into.subarray(0, KVP_MSG_SIZE)).fill(0);
+  if (buf.length < KVP_MSG_SIZE) throw new RangeError(`a KVP reply needs ${KVP_MSG_SIZE} bytes`);
   buf.writeUInt32LE(u32(reply.error, 'error'), F.error.offset);
   switch (reply.operation) {
     case KVP_OP_GET:

@@ -60,9 +60,12 @@ export function writeStringField(
   base = 0,
 ): number {
   const start = base + field.offset;
-  const bytes =
-    encoding === 'utf8' ? utf8Truncated(text, field.size - 1) : utf16Truncated(text, field.size / 2 - 1);
   buf.fill(0, start, start + field.size);
+  if (encoding === 'utf8') {
+    // Buffer#write never writes part of a character: the same cut as utf8Truncated, no copy.
+    return buf.write(beforeNul(text), start, field.size - 1, 'utf8');
+  }
+  const bytes = utf16Truncated(text, field.size / 2 - 1);
   bytes.copy(buf, start);
   return bytes.length;
 }
@@ -76,31 +79,41 @@ export function readStringField(
   base = 0,
 ): DecodeResult<string> {
   const start = base + field.offset;
-  const area = buf.subarray(start, start + field.size);
-  if (area.length < field.size)
+  if (buf.length < start + field.size)
     return fail('too-short', `${name}: the message ends inside this field`, { field: name });
-  let end = -1;
   if (encoding === 'utf8') {
-    end = area.indexOf(0);
-  } else {
-    for (let i = 0; i + 1 < area.length; i += 2) {
-      if (area[i] === 0 && area[i + 1] === 0) {
-        end = i;
-        break;
-      }
+    // The common path of every message: no view, no copy.
+    const nul = buf.indexOf(0, start);
+    if (nul < 0 || nul >= start + field.size) return unterminated(name, field);
+    const text = buf.toString('utf8', start, nul);
+    // toString replaces invalid sequences with U+FFFD; only then ask the strict decoder.
+    if (!text.includes('\uFFFD')) return ok(text);
+    try {
+      return ok(utf8Decoder.decode(buf.subarray(start, nul)));
+    } catch {
+      return fail('invalid-utf8', `${name}: not valid UTF-8`, { field: name });
     }
   }
-  if (end < 0) {
-    return fail('unterminated-string', `${name}: no terminator within its ${field.size} bytes`, {
-      field: name,
-    });
+  const area = buf.subarray(start, start + field.size);
+  let end = -1;
+  for (let i = 0; i + 1 < area.length; i += 2) {
+    if (area[i] === 0 && area[i + 1] === 0) {
+      end = i;
+      break;
+    }
   }
+  if (end < 0) return unterminated(name, field);
   try {
-    return ok((encoding === 'utf8' ? utf8Decoder : utf16Decoder).decode(area.subarray(0, end)));
+    return ok(utf16Decoder.decode(area.subarray(0, end)));
   } catch {
-    const code = encoding === 'utf8' ? 'invalid-utf8' : 'invalid-utf16';
-    return fail(code, `${name}: not valid ${encoding === 'utf8' ? 'UTF-8' : 'UTF-16LE'}`, { field: name });
+    return fail('invalid-utf16', `${name}: not valid UTF-16LE`, { field: name });
   }
+}
+
+function unterminated(name: string, field: Field): DecodeResult<string> {
+  return fail('unterminated-string', `${name}: no terminator within its ${field.size} bytes`, {
+    field: name,
+  });
 }
 
 /** Byte length of `text` once encoded into a field of `fieldSize` bytes, terminator included. */

@@ -23,7 +23,7 @@ class CharDevice implements DeviceHandle {
     this.fd = fd;
   }
 
-  async read(size: number, signal?: AbortSignal): Promise<Buffer> {
+  async read(size: number, signal?: AbortSignal, into?: Buffer): Promise<Buffer> {
     for (let round = 0; ; round++) {
       if (signal?.aborted) throw new AbortedError();
       const fd = this.requireFd();
@@ -38,9 +38,9 @@ class CharDevice implements DeviceHandle {
         throw Object.assign(new Error(`${this.path}: poll: invalid fd`), { code: 'EBADF' });
       if (revents & (POLLIN | POLLERR | POLLHUP)) {
         // Readable (or the device is going away: the read then fails with its errno, e.g. EBADF).
-        const buf = Buffer.allocUnsafe(size);
+        const buf = into && into.length >= size ? into : Buffer.allocUnsafe(size);
         const n = readSync(fd, buf, 0, size, null);
-        return buf.subarray(0, n);
+        return n === buf.length ? buf : buf.subarray(0, n);
       }
     }
   }

@@ -16,6 +16,12 @@ export interface DeviceProtocol {
   readonly devicePath: string;
   /** The read buffer size (at least the largest kernel-to-daemon message). */
   readonly readSize: number;
+  /**
+   * When set (at least readSize bytes), every message is read into this one buffer instead of a
+   * new one: the message given to serve() is then valid only until serve() resolves, and the
+   * protocol keeps no reference to it (or to a view of it) beyond that.
+   */
+  readonly readBuffer?: Buffer;
   /** The registration message to write after open. */
   registration(): Uint8Array;
   /**
@@ -123,7 +129,7 @@ export class DeviceLoop {
     for (;;) {
       let msg: Buffer;
       try {
-        msg = await dev.read(protocol.readSize, signal);
+        msg = await dev.read(protocol.readSize, signal, protocol.readBuffer);
       } catch (e) {
         if (e instanceof AbortedError || signal.aborted) return 'stopping';
         logger.warn({ device: dev.path, code: errnoCode(e), err: String(e) }, 'read from the device failed');

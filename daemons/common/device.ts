@@ -10,9 +10,10 @@ export interface DeviceHandle {
   readonly path: string;
   /**
    * One whole kernel-to-daemon message (at most `size` bytes). Waits until one is queued; rejects
-   * with code 'ABORTED' when `signal` aborts, or with the kernel's errno.
+   * with code 'ABORTED' when `signal` aborts, or with the kernel's errno. A binding may read into
+   * `into` (at least `size` bytes) rather than a new buffer; the result is then a view of it.
    */
-  read(size: number, signal?: AbortSignal): Promise<Buffer>;
+  read(size: number, signal?: AbortSignal, into?: Buffer): Promise<Buffer>;
   /** One whole reply; returns the byte count or throws with the kernel's errno. */
   write(data: Uint8Array): number;
   /** Release the device (the kernel then resets the driver). */

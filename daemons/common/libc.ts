@@ -1,7 +1,7 @@
 /**
  * The few libc calls Node lacks, through koffi (prebuilt Node-API FFI, no compiler, loads on Node 18
- * and 20): poll(2), fcntl(2) open-file-description record locks, flock(2), ioctl(2) for
- * FIFREEZE/FITHAW, prctl(2). Every call returns a result or throws an ErrnoError with the errno;
+ * and 20): poll(2), fcntl(2) open-file-description record locks, flock(2), inotify(7), ioctl(2)
+ * for FIFREEZE/FITHAW, prctl(2), mount(2). Every call returns a result or throws an ErrnoError with the errno;
  * the blocking ones (poll with a timeout, F_OFD_SETLKW) are offered in async form, run off the
  * main thread with a bounded wait so the event loop and process exit are never held up.
  */
@@ -25,6 +25,8 @@ export const POLLHUP = 0x010;
 export const POLLNVAL = 0x020;
 export const POLLRDNORM = 0x040;
 export const POLLWRNORM = 0x100;
+/** sizeof(struct pollfd): int fd, short events, short revents. */
+const POLLFD_SIZE = 8;
 
 export const F_RDLCK = 0;
 export const F_WRLCK = 1;
@@ -44,6 +46,23 @@ export const LOCK_UN = 8;
 /** _IOWR('X', 119, int) and _IOWR('X', 120, int). */
 export const FIFREEZE = 0xc0045877;
 export const FITHAW = 0xc0045878;
+
+/** inotify(7): the flags of inotify_init1 and the event bits. */
+export const IN_NONBLOCK = 0o4000;
+export const IN_CLOEXEC = 0o2000000;
+export const IN_MODIFY = 0x2;
+export const IN_ATTRIB = 0x4;
+export const IN_CLOSE_WRITE = 0x8;
+export const IN_MOVED_FROM = 0x40;
+export const IN_MOVED_TO = 0x80;
+export const IN_CREATE = 0x100;
+export const IN_DELETE = 0x200;
+export const IN_DELETE_SELF = 0x400;
+export const IN_MOVE_SELF = 0x800;
+export const IN_UNMOUNT = 0x2000;
+export const IN_Q_OVERFLOW = 0x4000;
+export const IN_IGNORED = 0x8000;
+export const IN_ONLYDIR = 0x1000000;
 
 export const PR_SET_NAME = 15;
 export const PR_SET_PDEATHSIG = 1;
@@ -84,12 +103,6 @@ export class ErrnoError extends Error {
   }
 }
 
-interface PollFd {
-  fd: number;
-  events: number;
-  revents: number;
-}
-
 interface Flock {
   l_type: number;
   l_whence: number;
@@ -99,13 +112,16 @@ interface Flock {
 }
 
 interface Bindings {
-  poll: ((fds: PollFd[], nfds: number, timeout: number) => number) & {
-    async(fds: PollFd[], nfds: number, timeout: number, cb: (err: unknown, res: number) => void): void;
+  /** poll(2) on a raw `struct pollfd` array (8 bytes each: int fd, short events, short revents). */
+  poll: ((fds: Buffer, nfds: number, timeout: number) => number) & {
+    async(fds: Buffer, nfds: number, timeout: number, cb: (err: unknown, res: number) => void): void;
   };
   fcntlLock: ((fd: number, cmd: number, lock: Flock) => number) & {
     async(fd: number, cmd: number, lock: Flock, cb: (err: unknown, res: number) => void): void;
   };
   flock: (fd: number, op: number) => number;
+  inotifyInit1: (flags: number) => number;
+  inotifyAddWatch: (fd: number, path: string, mask: number) => number;
   ioctlInt: (fd: number, req: number, arg: number) => number;
   prctl: (option: number, arg2: string | number, a3: number, a4: number, a5: number) => number;
   mount: (source: string, target: string, type: string, flags: number, data: string) => number;
@@ -117,7 +133,6 @@ function libc(): Bindings {
   if (bindings) return bindings;
   const k = koffi();
   const lib = k.load('libc.so.6');
-  k.struct('hv_pollfd', { fd: 'int', events: 'short', revents: 'short' });
   // struct flock on 64-bit Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (32 bytes)
   k.struct('hv_flock', {
     l_type: 'short',
@@ -128,13 +143,19 @@ function libc(): Bindings {
   });
   const errnoLocation = lib.func('int *__errno_location(void)');
   bindings = {
-    poll: lib.func('int poll(_Inout_ hv_pollfd *fds, unsigned long nfds, int timeout)') as Bindings['poll'],
+    // The pollfd array is passed as raw memory: no conversion of JS objects on every call (a
+    // device loop polls once per message).
+    poll: lib.func('int poll(void *fds, unsigned long nfds, int timeout)') as Bindings['poll'],
     fcntlLock: lib.func('fcntl', 'int', [
       'int',
       'int',
       k.inout(k.pointer('hv_flock')),
     ]) as Bindings['fcntlLock'],
     flock: lib.func('int flock(int fd, int operation)') as Bindings['flock'],
+    inotifyInit1: lib.func('int inotify_init1(int flags)') as Bindings['inotifyInit1'],
+    inotifyAddWatch: lib.func(
+      'int inotify_add_watch(int fd, str pathname, uint32_t mask)',
+    ) as Bindings['inotifyAddWatch'],
     ioctlInt: lib.func('ioctl', 'int', ['int', 'unsigned long', 'long']) as Bindings['ioctlInt'],
     prctl: lib.func(
       'int prctl(int option, str arg2, unsigned long a3, unsigned long a4, unsigned long a5)',
@@ -162,14 +183,27 @@ export function pollNow(fd: number, events = POLLIN): number {
  * event loop waits meanwhile). Returns revents, 0 on timeout or EINTR.
  */
 export function pollSync(fd: number, events: number, timeoutMs: number): number {
-  const fds = [{ fd, events, revents: 0 }];
-  const rc = libc().poll(fds, 1, timeoutMs);
+  const pfd = syncPollFd;
+  pfd.writeInt32LE(fd, 0);
+  pfd.writeInt16LE(events, 4);
+  pfd.writeInt16LE(0, 6);
+  const rc = libc().poll(pfd, 1, timeoutMs);
   if (rc < 0) {
     const e = libc().errno();
     if (e === 4) return 0;
     throw new ErrnoError('poll', e);
   }
-  return fds[0]?.revents ?? 0;
+  return rc === 0 ? 0 : pfd.readUInt16LE(6);
+}
+
+/** The `struct pollfd` of pollSync (one call at a time on the main thread). */
+const syncPollFd = Buffer.alloc(POLLFD_SIZE);
+
+function pollFd(fd: number, events: number): Buffer {
+  const pfd = Buffer.alloc(POLLFD_SIZE);
+  pfd.writeInt32LE(fd, 0);
+  pfd.writeInt16LE(events, 4);
+  return pfd;
 }
 
 /**
@@ -178,15 +212,16 @@ export function pollSync(fd: number, events: number, timeoutMs: number): number 
  */
 export function pollAsync(fd: number, events: number, timeoutMs: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    const fds = [{ fd, events, revents: 0 }];
-    libc().poll.async(fds, 1, timeoutMs, (err, rc) => {
+    // Its own pollfd: the call runs on a thread-pool thread while the main thread goes on.
+    const pfd = pollFd(fd, events);
+    libc().poll.async(pfd, 1, timeoutMs, (err, rc) => {
       if (err) reject(err);
       else if (rc < 0) {
         const e = libc().errno();
         if (e === 4)
           resolve(0); // EINTR: report a timeout, the caller polls again
         else reject(new ErrnoError('poll', e));
-      } else resolve(fds[0]?.revents ?? 0);
+      } else resolve(rc === 0 ? 0 : pfd.readUInt16LE(6));
     });
   });
 }
@@ -223,6 +258,16 @@ export function flock(fd: number, operation: number): boolean {
   const e = libc().errno();
   if (e === 11 && operation & LOCK_NB) return false;
   throw new ErrnoError('flock', e);
+}
+
+/** inotify_init1(2) with IN_NONBLOCK | IN_CLOEXEC: the descriptor. Throws ErrnoError (EMFILE, …). */
+export function inotifyInit(): number {
+  return check('inotify_init1', libc().inotifyInit1(IN_NONBLOCK | IN_CLOEXEC));
+}
+
+/** inotify_add_watch(2): the watch descriptor. Throws ErrnoError (ENOENT, ENOSPC, …). */
+export function inotifyAddWatch(fd: number, path: string, mask: number): number {
+  return check('inotify_add_watch', libc().inotifyAddWatch(fd, path, mask >>> 0), path);
 }
 
 /** ioctl(fd, FIFREEZE, 0) on a directory fd of the mount point. Throws ErrnoError (EBUSY if frozen). */

@@ -15,6 +15,8 @@ export interface Logger {
   debug: LogFn;
   trace: LogFn;
   child(bindings: Record<string, unknown>): Logger;
+  /** Whether lines of `level` are written (pino's); absent means every level is. */
+  isLevelEnabled?(level: LogLevel): boolean;
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;

@@ -100,6 +100,7 @@ export function runKvp(
             getIpInfo: (adapterId) => getIpInfo(adapterId, host),
             setIpInfo: (ip) => setIpInfo(ip, host),
             logger,
+            reuseBuffers: true,
           },
           o.device,
         );

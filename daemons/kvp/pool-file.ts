@@ -66,13 +66,16 @@ export function decodeRecord(buf: Buffer, base = 0): SlotContent {
  * Why a key or value cannot be stored as given, or undefined if it can. We never truncate: a cut key
  * would silently name another record, and the kernel never sends longer data anyway.
  */
+/** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 export function storableProblem(text: string, what: 'key' | 'value'): string | undefined {
   const max = what === 'key' ? POOL_MAX_KEY_BYTES : POOL_MAX_VALUE_BYTES;
   if (what === 'key' && text === '') return 'the key is empty';
   if (text.includes('\0')) return `the ${what} contains a NUL character`;
-  const bytes = Buffer.from(text, 'utf8');
-  if (bytes.toString('utf8') !== text) return `the ${what} is not well-formed Unicode (lone surrogate)`;
-  if (bytes.length > max) return `the ${what} is ${bytes.length} bytes of UTF-8, more than ${max}`;
+  if (LONE_SURROGATE.test(text)) return `the ${what} is not well-formed Unicode (lone surrogate)`;
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > max) return `the ${what} is ${bytes} bytes of UTF-8, more than ${max}`;
   return undefined;
 }
 

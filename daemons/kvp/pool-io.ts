@@ -15,10 +15,12 @@ import {
   ftruncateSync,
   openSync,
   read,
+  readSync,
   statSync,
   write,
   type BigIntStats,
 } from 'node:fs';
+import { type DirWatch, inotifyWatch } from './pool-watch.js';
 import { F_UNLCK, F_WRLCK, LOCK_EX, LOCK_NB, LOCK_UN, flock, ofdLock, ofdTestLock } from '../common/libc.js';
 
 /** The fields of stat(2) that change detection uses. Times in nanoseconds. */
@@ -42,6 +44,12 @@ export interface PoolIo {
   fstat(fd: number): FileStat;
   /** pread(2) up to `length` bytes at `position`; shorter only at end of file. */
   read(fd: number, length: number, position: number): Promise<Buffer>;
+  /**
+   * The same, on the calling thread: for one record, where a thread-pool round trip costs more
+   * than the read. Reading never waits for a frozen filesystem (the kernel skips the access-time
+   * update of a frozen one), so it is safe while VSS holds a freeze; writes stay asynchronous.
+   */
+  readNow(fd: number, length: number, position: number): Buffer;
   /** pwrite(2) all of `data` at `position`. */
   write(fd: number, data: Buffer, position: number): Promise<void>;
   truncate(fd: number, size: number): void;
@@ -58,6 +66,11 @@ export interface PoolIo {
   unlockRecord(fd: number): void;
   /** Who holds a conflicting record lock (pid; -1 for an OFD lock), for error messages. */
   recordLockHolder(fd: number): number | undefined;
+  /**
+   * A change notification for the directory (pool-watch.ts), or undefined: without one, every read
+   * of a cached pool stats the file.
+   */
+  watchDir?(dir: string): DirWatch | undefined;
   /** Wall clock, milliseconds since the epoch (the clock file timestamps use). */
   now(): number;
   sleep(ms: number): Promise<void>;
@@ -125,6 +138,16 @@ export const nodePoolIo: PoolIo = {
   fstat(fd) {
     return toFileStat(fstatSync(fd, { bigint: true }));
   },
+  readNow(fd, length, position) {
+    const buf = Buffer.alloc(length);
+    let got = 0;
+    while (got < length) {
+      const n = readSync(fd, buf, got, length - got, position + got);
+      if (n === 0) break;
+      got += n;
+    }
+    return got === length ? buf : buf.subarray(0, got);
+  },
   async read(fd, length, position) {
     const buf = Buffer.alloc(length);
     let got = 0;
@@ -165,6 +188,7 @@ export const nodePoolIo: PoolIo = {
     ofdLock(fd, F_UNLCK);
   },
   recordLockHolder: (fd) => ofdTestLock(fd, F_WRLCK)?.pid,
+  watchDir: inotifyWatch,
   now: () => Date.now(),
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };

@@ -110,6 +110,7 @@ import {
 } from './pool-file.js';
 import { decodeJournal, encodeJournal, planRecovery, type JournalEntry } from './pool-journal.js';
 import { type FileStat, type PoolIo, nodePoolIo } from './pool-io.js';
+import type { DirWatch } from './pool-watch.js';
 import { type SyncMode, syncedIo } from './pool-sync.js';
 
 export interface KvpRecord {
@@ -137,6 +138,12 @@ export interface KvpPoolsOptions {
   sync?: SyncMode;
   /** Deferred mode: how long after the first unsynced write the files are synced (default 1000). */
   syncDelayMs?: number;
+  /**
+   * With a directory watch (inotify), a read of a cached pool stats the file only after a change
+   * event, or when its last stat is this old (default 1000 ms: what inotify cannot see, a write
+   * through mmap or from another machine, is noticed within that time).
+   */
+  revalidateMs?: number;
 }
 
 /** A pool file stayed locked by another process for longer than lockTimeoutMs. */
@@ -230,6 +237,14 @@ class Pool {
   private reported = new Set<string>();
   private reportedPartial: string | undefined;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Operations enqueued and not yet finished. */
+  private pending = 0;
+  /** The last stat that matched the cache, with the watch's generation then. */
+  private verified: { cache: Cache | undefined; generation: number; at: number } = {
+    cache: undefined,
+    generation: -1,
+    at: 0,
+  };
   private reloads = 0;
   private hits = 0;
 
@@ -241,7 +256,13 @@ class Pool {
     private readonly journalFd: number,
     private readonly io: PoolIo,
     private readonly log: Logger,
-    private readonly opts: { lockTimeoutMs: number; partialGraceMs: number; racyWindowMs: number },
+    private readonly opts: {
+      lockTimeoutMs: number;
+      partialGraceMs: number;
+      racyWindowMs: number;
+      revalidateMs: number;
+    },
+    private readonly watch: DirWatch | undefined,
   ) {
     this.fd = fd;
     const st = io.fstat(fd);
@@ -343,22 +364,54 @@ class Pool {
    * exclusive(). Saves a GET or an ENUMERATE six system calls.
    */
   private read<T>(fn: (c: Cache) => T): Promise<T> {
-    return this.enqueue(async () => {
-      const c = this.cache;
-      if (c?.trusted) {
-        const st = this.io.stat(this.path);
-        if (st && st.dev === this.dev && st.ino === this.ino && sameStat(c.snap, st)) {
-          this.hits++;
-          return fn(c);
-        }
+    // Nothing queued in this process: answer at once (the usual case, one host request at a time).
+    if (this.pending === 0) {
+      try {
+        const hit = this.fromTrustedCache(fn);
+        if (hit) return Promise.resolve(hit.value);
+      } catch (err) {
+        return Promise.reject(err);
       }
-      return this.locked(async (fresh) => fn(fresh));
+    }
+    return this.enqueue(async () => {
+      const hit = this.fromTrustedCache(fn);
+      return hit ? hit.value : this.locked(async (fresh) => fn(fresh));
     });
   }
 
+  /**
+   * fn(cache) when the cache is trusted and the file unchanged since: stat(path) matches the
+   * snapshot, or, with a directory watch, no change event came since such a stat (the watch is
+   * drained before the stat, see pool-watch.ts) and that stat is recent.
+   */
+  private fromTrustedCache<T>(fn: (c: Cache) => T): { value: T } | undefined {
+    const c = this.cache;
+    if (!c?.trusted) return undefined;
+    const generation = this.watch?.generation();
+    const v = this.verified;
+    const now = this.io.now();
+    if (
+      generation === undefined ||
+      v.cache !== c ||
+      v.generation !== generation ||
+      now - v.at >= this.opts.revalidateMs ||
+      now < v.at // the wall clock was set back
+    ) {
+      const st = this.io.stat(this.path);
+      if (!st || st.dev !== this.dev || st.ino !== this.ino || !sameStat(c.snap, st)) return undefined;
+      if (generation !== undefined) this.verified = { cache: c, generation, at: now };
+    }
+    this.hits++;
+    return { value: fn(c) };
+  }
+
   private enqueue<T>(run: () => Promise<T>): Promise<T> {
+    this.pending++;
     const result = this.queue.then(run, run);
-    this.queue = result.catch(() => undefined);
+    this.queue = result.then(
+      () => this.pending--,
+      () => this.pending--,
+    );
     return result;
   }
 
@@ -545,7 +598,7 @@ class Pool {
   private async overwrite(c: Cache, pos: number, record: KvpRecord, bytes: Buffer): Promise<void> {
     const slot = c.slotOf[pos] ?? -1;
     const offset = slot * RECORD;
-    const before = await this.io.read(this.fd, RECORD, offset);
+    const before = this.io.readNow(this.fd, RECORD, offset);
     if (!keyIs(before, record.key)) throw new StaleCache();
     if (before.equals(bytes)) {
       await this.io.datasync(this.fd); // same bytes: make sure they are durable, write nothing
@@ -670,6 +723,7 @@ export class KvpPools {
     readonly paths: readonly string[],
     /** Sync the writes a deferred mode has not synced yet. */
     readonly flush: () => Promise<void>,
+    private readonly watch: DirWatch | undefined,
   ) {}
 
   /**
@@ -694,9 +748,13 @@ export class KvpPools {
       lockTimeoutMs: opts.lockTimeoutMs ?? 10_000,
       partialGraceMs: opts.partialGraceMs ?? 500,
       racyWindowMs: opts.racyWindowMs ?? 50,
+      revalidateMs: opts.revalidateMs ?? 1000,
     };
     const dirExisted = io.stat(opts.dir) !== undefined;
     io.mkdirp(opts.dir, DIR_MODE);
+    // One watch for the five pools; without one (no inotify), every cached read stats its file.
+    const watch = io.watchDir?.(opts.dir);
+    if (!watch) log.debug({ dir: opts.dir }, 'no inotify watch of the pool directory: reads stat the pools');
     const pools: Pool[] = [];
     const opened: number[] = [];
     let created = !dirExisted;
@@ -708,18 +766,20 @@ export class KvpPools {
         const journal = io.open(`${path}.journal`, JOURNAL_MODE);
         opened.push(journal.fd);
         created ||= file.created || journal.created;
-        pools.push(new Pool(n, opts.dir, path, file.fd, journal.fd, io, log, tuning));
+        pools.push(new Pool(n, opts.dir, path, file.fd, journal.fd, io, log, tuning, watch));
       }
       if (!dirExisted) await io.syncDir(dirname(opts.dir));
       if (created) await io.syncDir(opts.dir);
     } catch (err) {
       for (const fd of opened) io.close(fd);
+      watch?.close();
       throw err;
     }
     const store = new KvpPools(
       pools,
       pools.map((p) => p.path),
       synced.flush,
+      watch,
     );
     for (const pool of pools) {
       try {
@@ -790,5 +850,6 @@ export class KvpPools {
     await Promise.all(this.pools.map((p) => p.idle()));
     await this.flush();
     await Promise.all(this.pools.map((p) => p.close()));
+    this.watch?.close();
   }
 }

@@ -52,6 +52,11 @@ export interface KvpServiceDeps {
   logger: Logger;
   /** Per-request deadline in ms (default REPLY_DEADLINE_MS). */
   deadlineMs?: number;
+  /**
+   * Encode every reply into one buffer (the device loop writes it before the next request is
+   * read): a reply is then valid only until the next serve().
+   */
+  reuseBuffers?: boolean;
 }
 
 const OP_NAMES: Record<number, string> = {
@@ -65,6 +70,14 @@ const OP_NAMES: Record<number, string> = {
 
 class DeadlineError extends Error {}
 
+type KvpDecodedRequest = Exclude<ReturnType<typeof decodeKvpRequest>, { ok: false }>['value'];
+
+/** The request being served: when it started, and how to answer it with an error at the deadline. */
+interface Inflight {
+  readonly started: number;
+  expire(ms: number): void;
+}
+
 export class KvpService implements DeviceProtocol {
   readonly devicePath: string;
   readonly readSize = KVP_MSG_SIZE;
@@ -72,12 +85,19 @@ export class KvpService implements DeviceProtocol {
   version = UNKNOWN_VERSION;
   /** The last host request served: operation, pool and status, for status reports. */
   lastRequest: { operation: string; pool: number; status: number; at: number } | undefined;
+  /** With reuseBuffers: where messages are read (see DeviceProtocol) and replies encoded. */
+  readonly readBuffer: Buffer | undefined;
+  private readonly replyBuffer: Buffer | undefined;
+  private inflight: Inflight | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly deps: KvpServiceDeps,
     devicePath = KVP_DEVICE,
   ) {
     this.devicePath = devicePath;
+    this.readBuffer = deps.reuseBuffers ? Buffer.alloc(KVP_MSG_SIZE) : undefined;
+    this.replyBuffer = deps.reuseBuffers ? Buffer.alloc(KVP_MSG_SIZE) : undefined;
   }
 
   registration(): Uint8Array {
@@ -93,7 +113,7 @@ export class KvpService implements DeviceProtocol {
         { code: decoded.error.code, field: decoded.error.field, operation },
         `malformed KVP request: ${decoded.error.message}`,
       );
-      return encodeKvpReply({ operation, error: HV_E_FAIL });
+      return encodeKvpReply({ operation, error: HV_E_FAIL }, this.replyBuffer);
     }
     const req = decoded.value;
     if (req.operation === KVP_OP_REGISTER1) {
@@ -102,32 +122,76 @@ export class KvpService implements DeviceProtocol {
       return undefined;
     }
     const name = OP_NAMES[req.operation] ?? String(req.operation);
-    let reply: KvpReply;
-    try {
-      reply = await this.withDeadline(this.handle(req));
-    } catch (e) {
-      logger.error(
-        { operation: name, pool: req.pool, err: String(e) },
-        `KVP ${name} failed: ${e instanceof Error ? e.message : e}`,
+    const reply = await this.withDeadline(req, name);
+    const last = this.lastRequest;
+    if (last) {
+      last.operation = name;
+      last.pool = req.pool;
+      last.status = reply.error;
+      last.at = Date.now();
+    } else this.lastRequest = { operation: name, pool: req.pool, status: reply.error, at: Date.now() };
+    if (logger.isLevelEnabled?.('debug') ?? true) {
+      logger.debug(
+        {
+          operation: name,
+          pool: req.pool,
+          status: statusName(reply.error),
+          ...('key' in req ? { key: req.key } : {}),
+        },
+        `KVP ${name}`,
       );
-      reply = { operation: req.operation, error: HV_E_FAIL };
     }
-    this.lastRequest = { operation: name, pool: req.pool, status: reply.error, at: Date.now() };
-    logger.debug(
-      {
-        operation: name,
-        pool: req.pool,
-        status: statusName(reply.error),
-        ...('key' in req ? { key: req.key } : {}),
-      },
-      `KVP ${name}`,
-    );
-    return encodeKvpReply(reply);
+    return encodeKvpReply(reply, this.replyBuffer);
   }
 
-  private async handle(
-    req: Exclude<ReturnType<typeof decodeKvpRequest>, { ok: false }>['value'],
-  ): Promise<KvpReply> {
+  /**
+   * handle(req), or an HV_E_FAIL reply once it failed or outlived the deadline. One watchdog timer
+   * checks the request in flight (the device loop serves one at a time), rather than a timer per
+   * request: a host request costs tens of microseconds, a timer and a race a noticeable part of it.
+   */
+  private withDeadline(req: KvpDecodedRequest, name: string): Promise<KvpReply> {
+    const fail = (reason: unknown): KvpReply => {
+      this.deps.logger.error(
+        { operation: name, pool: req.pool, err: String(reason) },
+        `KVP ${name} failed: ${reason instanceof Error ? reason.message : reason}`,
+      );
+      return { operation: req.operation, error: HV_E_FAIL };
+    };
+    return new Promise<KvpReply>((resolve) => {
+      const inflight: Inflight = { started: performance.now(), expire: () => undefined };
+      let settled = false;
+      const settle = (reply: KvpReply) => {
+        if (settled) return;
+        settled = true;
+        if (this.inflight === inflight) this.inflight = undefined;
+        resolve(reply);
+      };
+      inflight.expire = (ms) =>
+        settle(fail(new DeadlineError(`no answer within ${ms} ms (the kernel gives up at 30 s)`)));
+      this.inflight = inflight;
+      this.armWatchdog();
+      this.handle(req).then(settle, (e: unknown) => settle(fail(e)));
+    });
+  }
+
+  /** The watchdog: a timer that re-checks the request in flight, kept only while one is. */
+  private armWatchdog(): void {
+    if (this.watchdog) return;
+    const ms = this.deps.deadlineMs ?? REPLY_DEADLINE_MS;
+    this.watchdog = setInterval(
+      () => {
+        const inflight = this.inflight;
+        if (!inflight) {
+          clearInterval(this.watchdog);
+          this.watchdog = undefined;
+        } else if (performance.now() - inflight.started >= ms) inflight.expire(ms);
+      },
+      Math.max(1, Math.min(1000, Math.floor(ms / 5))),
+    );
+    this.watchdog.unref?.();
+  }
+
+  private async handle(req: KvpDecodedRequest): Promise<KvpReply> {
     const { pools } = this.deps;
     const operation = req.operation;
     if (req.operation === KVP_OP_GET_IP_INFO) {
@@ -165,18 +229,6 @@ export class KvpService implements DeviceProtocol {
       }
     }
     return { operation, error: HV_E_FAIL };
-  }
-
-  private withDeadline<T>(p: Promise<T>): Promise<T> {
-    const ms = this.deps.deadlineMs ?? REPLY_DEADLINE_MS;
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new DeadlineError(`no answer within ${ms} ms (the kernel gives up at 30 s)`)),
-        ms,
-      );
-    });
-    return Promise.race([p, deadline]).finally(() => clearTimeout(timer)) as Promise<T>;
   }
 }
 
