@@ -122,6 +122,15 @@ export function utf16sToUtf8s(
  * UTF-16LE units. Returns the units as bytes, or -EINVAL for invalid UTF-8.
  */
 export function utf8sToUtf16s(src: Uint8Array, inlen: number, maxout: number): Buffer | number {
+  // ASCII up to where the conversion stops (the common case): one unit per byte, no code points.
+  const limit = Math.min(inlen, src.length, maxout);
+  let n = 0;
+  while (n < limit && (src[n] ?? 0) !== 0 && (src[n] ?? 0) < 0x80) n++;
+  if (n === limit || src[n] === 0) {
+    const ascii = Buffer.alloc(n * 2);
+    for (let i = 0; i < n; i++) ascii[2 * i] = src[i] ?? 0;
+    return ascii;
+  }
   const out: number[] = [];
   let at = 0;
   let left = Math.min(inlen, src.length);

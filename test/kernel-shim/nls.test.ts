@@ -83,6 +83,35 @@ describe('utf8s_to_utf16s', () => {
     );
   });
 
+  it('stops where the kernel stops (inlen, maxout, NUL) for ASCII and mixed text alike', () => {
+    // The reference: the kernel's loop, one code point at a time: no room or no input left ends
+    // it, a character cut by inlen is invalid (-EINVAL), a pair without two units of room ends it.
+    const reference = (text: string, inlen: number, maxout: number): string | number => {
+      let out = '';
+      let bytes = 0;
+      for (const ch of text) {
+        if (ch === '\0' || out.length >= maxout || bytes >= inlen) break;
+        const b = Buffer.byteLength(ch);
+        if (bytes + b > inlen) return -22;
+        if (ch.length === 2 && maxout - out.length < 2) break;
+        bytes += b;
+        out += ch;
+      }
+      return out;
+    };
+    fc.assert(
+      fc.property(
+        fc.string({ unit: fc.constantFrom('a', 'Z', '0', ' ', '\0', 'é', '😀'), maxLength: 40 }),
+        fc.nat(50),
+        fc.nat(50),
+        (text, inlen, maxout) => {
+          const r = utf8sToUtf16s(Buffer.from(text), inlen, maxout);
+          expect(Buffer.isBuffer(r) ? r.toString('utf16le') : r).toBe(reference(text, inlen, maxout));
+        },
+      ),
+    );
+  });
+
   it('strlen stops at NUL or the end', () => {
     expect(strlen(Buffer.from('ab\0c'))).toBe(2);
     expect(strlen(Buffer.from('abc'))).toBe(3);
