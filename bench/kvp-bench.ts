@@ -4,6 +4,10 @@
  * the pool, and each daemon's memory. Run as root:  node --import tsx bench/kvp-bench.ts
  * (prefix `taskset -c 1` to run the shim, the host and the daemon on one CPU; see bench/README.md).
  * Pools are pre-filled on disk (2560-byte records) before the daemon starts.
+ *
+ *   BENCH_SIZES=10,1000,10000   pool sizes       BENCH_ROUNDS=3   runs per daemon (medians)
+ *   BENCH_DAEMONS=hv-kvp-ts,hv_kvp_daemon        only these rows (names as in the table)
+ *   BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'   extra Node options for hv-kvp-ts
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,17 +28,26 @@ interface Result {
   records: number;
   ops: number;
   perSecond: Record<string, number>;
+  /** The daemon's CPU time per request, µs. */
+  cpuPerRequest: Record<string, number>;
+  /** The kernel-shim's and simulated host's CPU time per request, µs. */
+  shimCpuPerRequest: Record<string, number>;
   memory: { idle: { pssKiB: number; anonKiB: number }; loaded: { pssKiB: number; anonKiB: number } };
 }
 
 const sizes = (process.env.BENCH_SIZES ?? '10,1000,10000').split(',').map(Number);
 /** Each daemon runs this many times, the daemons taking turns; each figure is the median of the runs. */
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-const DAEMONS = [
-  ['hv-kvp-ts', OURS.kvp],
-  ['hv-kvp-ts --sync always', [...OURS.kvp, '--sync', 'always']],
-  ['hv_kvp_daemon', UPSTREAM.kvp],
-] as const;
+const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+const ours = [OURS.kvp[0], ...nodeArgs, ...OURS.kvp.slice(1)];
+const only = process.env.BENCH_DAEMONS?.split(',');
+const DAEMONS = (
+  [
+    ['hv-kvp-ts', ours],
+    ['hv-kvp-ts --sync always', [...ours, '--sync', 'always']],
+    ['hv_kvp_daemon', UPSTREAM.kvp],
+  ] as const
+).filter(([name]) => !only || only.includes(name));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 const rows: string[] = [];
 for (const records of sizes) {
@@ -55,8 +68,11 @@ for (const records of sizes) {
       rmSync(stateDir, { recursive: true, force: true });
       runs.set(name, [...(runs.get(name) ?? []), result]);
       const p = result.perSecond;
+      const c = result.cpuPerRequest;
+      const s = result.shimCpuPerRequest;
       process.stdout.write(
-        `round ${round + 1}: ${records} records, ${name}: SET ${p.update}/${p.insert}, GET ${p.get}, ENUMERATE ${p.enumerate}\n`,
+        `round ${round + 1}: ${records} records, ${name}: SET ${p.update}/${p.insert}, GET ${p.get}, ENUMERATE ${p.enumerate}` +
+          ` (daemon CPU µs per request: SET ${c.update}/${c.insert}, GET ${c.get}, ENUMERATE ${c.enumerate}; shim: SET ${s.update}/${s.insert}, GET ${s.get}, ENUMERATE ${s.enumerate})\n`,
       );
     }
   }
