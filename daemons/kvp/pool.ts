@@ -41,7 +41,10 @@
  * same tick as ours. (Kernels >= 6.13 give fine-grained timestamps after a stat, which makes (b)
  * redundant there; Debian 12's 6.1 does not.) Where futimes is refused, snapshots after our writes
  * are just untrusted (correct, slower). The in-memory index (key → first served record) and the
- * record array make GET, and ENUMERATE by index, O(1) when nothing changed.
+ * record array make GET, and ENUMERATE by index, O(1) when nothing changed. With a directory
+ * watch (pool-watch.ts, inotify), a lock-free read does not even stat: the watch is drained first,
+ * and the stat is taken only after a change event, or when the last matching stat is older than
+ * `revalidateMs` (1 s), for the writes inotify cannot see.
  *
  * Writes, always under both locks; with sync "always" an operation resolves only after fdatasync, so
  * resolved = durable (other modes: pool-sync.ts; the steps below are the same, the fdatasyncs move).
