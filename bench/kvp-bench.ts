@@ -50,6 +50,8 @@ const DAEMONS = (
 ).filter(([name]) => !only || only.includes(name));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 const rows: string[] = [];
+/** CPU time per request, µs: the daemon's (every thread) / the kernel-shim's and simulated host's. */
+const cpuRows: string[] = [];
 for (const records of sizes) {
   const runs = new Map<string, Result[]>();
   for (let round = 0; round < rounds; round++) {
@@ -82,8 +84,15 @@ for (const records of sizes) {
     const kib = (f: (r: Result) => number) => (m(f) / 1024).toFixed(1);
     const row = `| ${records} | ${name} | ${m((r) => r.perSecond.update!)} | ${m((r) => r.perSecond.insert!)} | ${m((r) => r.perSecond.get!)} | ${m((r) => r.perSecond.enumerate!)} | ${kib((r) => r.memory.idle.pssKiB)} / ${kib((r) => r.memory.idle.anonKiB)} | ${kib((r) => r.memory.loaded.pssKiB)} / ${kib((r) => r.memory.loaded.anonKiB)} |`;
     rows.push(row);
+    const cpu = (op: string) => `${m((r) => r.cpuPerRequest[op]!)} / ${m((r) => r.shimCpuPerRequest[op]!)}`;
+    cpuRows.push(
+      `| ${records} | ${name} | ${cpu('update')} | ${cpu('insert')} | ${cpu('get')} | ${cpu('enumerate')} |`,
+    );
   }
 }
 process.stdout.write(
   `\nMedians of ${rounds} runs per daemon (taking turns).\n\n| records | daemon | SET update/s | SET new/s | GET/s | ENUMERATE/s | MiB PSS / anon (start) | MiB PSS / anon (after) |\n|---|---|---|---|---|---|---|---|\n${rows.join('\n')}\n`,
+);
+process.stdout.write(
+  `\nCPU time per request, µs, daemon / kernel-shim and host (medians):\n\n| records | daemon | SET update | SET new | GET | ENUMERATE |\n|---|---|---|---|---|---|\n${cpuRows.join('\n')}\n`,
 );
