@@ -23,26 +23,37 @@ class CharDevice implements DeviceHandle {
     this.fd = fd;
   }
 
+  readNow(size: number, into?: Buffer): Buffer | undefined {
+    // The next message usually follows our reply within a millisecond (a file copy, an
+    // enumeration): a short wait on the main thread catches it without a thread-pool round trip.
+    const fd = this.requireFd();
+    return this.readIfReady(fd, pollSync(fd, POLLIN, QUICK_POLL_MS), size, into);
+  }
+
   async read(size: number, signal?: AbortSignal, into?: Buffer): Promise<Buffer> {
     for (let round = 0; ; round++) {
       if (signal?.aborted) throw new AbortedError();
       const fd = this.requireFd();
-      // The next message usually follows our reply within a millisecond (a file copy, an
-      // enumeration): a short wait on the main thread catches it without a thread-pool round trip.
-      // After that, bounded waits off the main thread, so nothing else is held up.
+      // A quick wait on the main thread first (see readNow); after that, bounded waits off the
+      // main thread, so nothing else is held up.
       const revents =
         round === 0 ? pollSync(fd, POLLIN, QUICK_POLL_MS) : await pollAsync(fd, POLLIN, POLL_SLICE_MS);
       if (signal?.aborted) throw new AbortedError();
-      if (this.fd === undefined) throw Object.assign(new Error(`${this.path}: closed`), { code: 'EBADF' });
-      if (revents & POLLNVAL)
-        throw Object.assign(new Error(`${this.path}: poll: invalid fd`), { code: 'EBADF' });
-      if (revents & (POLLIN | POLLERR | POLLHUP)) {
-        // Readable (or the device is going away: the read then fails with its errno, e.g. EBADF).
-        const buf = into && into.length >= size ? into : Buffer.allocUnsafe(size);
-        const n = readSync(fd, buf, 0, size, null);
-        return n === buf.length ? buf : buf.subarray(0, n);
-      }
+      const msg = this.readIfReady(fd, revents, size, into);
+      if (msg) return msg;
     }
+  }
+
+  /** read(2) the message poll(2) announced in `revents`; undefined if it announced none. */
+  private readIfReady(fd: number, revents: number, size: number, into?: Buffer): Buffer | undefined {
+    if (this.fd === undefined) throw Object.assign(new Error(`${this.path}: closed`), { code: 'EBADF' });
+    if (revents & POLLNVAL)
+      throw Object.assign(new Error(`${this.path}: poll: invalid fd`), { code: 'EBADF' });
+    if (!(revents & (POLLIN | POLLERR | POLLHUP))) return undefined;
+    // Readable (or the device is going away: the read then fails with its errno, e.g. EBADF).
+    const buf = into && into.length >= size ? into : Buffer.allocUnsafe(size);
+    const n = readSync(fd, buf, 0, size, null);
+    return n === buf.length ? buf : buf.subarray(0, n);
   }
 
   write(data: Uint8Array): number {

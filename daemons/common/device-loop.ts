@@ -26,14 +26,17 @@ export interface DeviceProtocol {
   registration(): Uint8Array;
   /**
    * Serve one message read from the device. Returns the reply to write, or undefined when the
-   * message needs none (the kernel's registration reply).
+   * message needs none (the kernel's registration reply); at once, or as a promise.
    */
-  serve(message: Buffer): Promise<Uint8Array | undefined>;
+  serve(message: Buffer): Promise<Uint8Array | undefined> | Uint8Array | undefined;
   /** Called after each open+registration write (before the registration reply is read). */
   opened?(): void;
   /** Called after the device was closed for a reopen or at stop; `reason` says why. */
   closed?(reason: string): Promise<void> | void;
 }
+
+/** Longest run of back-to-back messages served before the event loop gets a turn. */
+export const YIELD_AFTER_MS = 5;
 
 export type LoopState = 'opening' | 'serving' | 'waiting' | 'stopped';
 
@@ -126,16 +129,31 @@ export class DeviceLoop {
     this.registrations++;
     protocol.opened?.();
     let registered = false;
+    let busySince = performance.now();
     for (;;) {
+      // Messages that keep coming within the quick poll are read and served without returning to
+      // the event loop; give it a turn every few milliseconds of that, so that timers, signals
+      // and the supervisor's liveness checks are never starved by a storm of host requests.
+      if (performance.now() - busySince >= YIELD_AFTER_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        busySince = performance.now();
+      }
       let msg: Buffer;
       try {
-        msg = await dev.read(protocol.readSize, signal, protocol.readBuffer);
+        if (signal.aborted) return 'stopping';
+        const now = dev.readNow?.(protocol.readSize, protocol.readBuffer);
+        if (now) msg = now;
+        else {
+          msg = await dev.read(protocol.readSize, signal, protocol.readBuffer);
+          busySince = performance.now(); // the event loop ran while we waited
+        }
       } catch (e) {
         if (e instanceof AbortedError || signal.aborted) return 'stopping';
         logger.warn({ device: dev.path, code: errnoCode(e), err: String(e) }, 'read from the device failed');
         return `read failed: ${errnoCode(e) ?? e}`;
       }
-      const reply = await protocol.serve(msg);
+      const served = protocol.serve(msg);
+      const reply = served instanceof Promise ? await served : served;
       if (!registered) {
         // The first message after registration is the kernel's answer to it.
         registered = true;

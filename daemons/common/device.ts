@@ -14,6 +14,11 @@ export interface DeviceHandle {
    * `into` (at least `size` bytes) rather than a new buffer; the result is then a view of it.
    */
   read(size: number, signal?: AbortSignal, into?: Buffer): Promise<Buffer>;
+  /**
+   * A message when one is queued now or within a few milliseconds, without a promise; undefined
+   * otherwise (then read() waits for it). Optional: a binding without it is always read().
+   */
+  readNow?(size: number, into?: Buffer): Buffer | undefined;
   /** One whole reply; returns the byte count or throws with the kernel's errno. */
   write(data: Uint8Array): number;
   /** Release the device (the kernel then resets the driver). */

@@ -214,6 +214,12 @@ function sameStat(a: FileStat, b: FileStat): boolean {
   );
 }
 
+/** The value of the first record with this key. */
+function valueOf(c: Cache, key: string): string | undefined {
+  const pos = c.index.get(key);
+  return pos === undefined ? undefined : c.records[pos]?.value;
+}
+
 function keyIs(buf: Buffer, key: string): boolean {
   if (buf.length < RECORD) return false;
   const slot = decodeRecord(buf, 0);
@@ -290,14 +296,21 @@ class Pool {
   }
 
   get(key: string): Promise<string | undefined> {
-    return this.read((c) => {
-      const pos = c.index.get(key);
-      return pos === undefined ? undefined : c.records[pos]?.value;
-    });
+    return this.read((c) => valueOf(c, key));
   }
 
   enumerate(index: number): Promise<KvpRecord | undefined> {
     return this.read((c) => c.records[index]);
+  }
+
+  /** get(), answered now when it can be without waiting (nothing queued, the cache current). */
+  getNow(key: string): { value: string | undefined } | undefined {
+    return this.pending === 0 ? this.fromTrustedCache((c) => valueOf(c, key)) : undefined;
+  }
+
+  /** enumerate(), answered now when it can be without waiting. */
+  enumerateNow(index: number): { value: KvpRecord | undefined } | undefined {
+    return this.pending === 0 ? this.fromTrustedCache((c) => c.records[index]) : undefined;
   }
 
   records(): Promise<readonly KvpRecord[]> {
@@ -812,6 +825,23 @@ export class KvpPools {
     const p = this.pool(pool);
     if (storableProblem(key, 'key')) return undefined;
     return p.get(key);
+  }
+
+  /**
+   * get(), when it can be answered at once from memory (nothing queued for the pool, its cache
+   * current: see Pool.read); undefined when it has to wait, and then get() is the way.
+   */
+  getNow(pool: number, key: string): { value: string | undefined } | undefined {
+    const p = this.pool(pool);
+    if (storableProblem(key, 'key')) return { value: undefined };
+    return p.getNow(key);
+  }
+
+  /** enumerate(), when it can be answered at once from memory; undefined when it has to wait. */
+  enumerateNow(pool: number, index: number): { value: KvpRecord | undefined } | undefined {
+    const p = this.pool(pool);
+    if (!Number.isInteger(index) || index < 0) return { value: undefined };
+    return p.enumerateNow(index);
   }
 
   /** Update the first record with this key in place, or append one. Durable once resolved. */

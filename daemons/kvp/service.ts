@@ -38,6 +38,13 @@ export const REPLY_DEADLINE_MS = 25_000;
 
 export interface KvpPoolStore {
   get(pool: number, key: string): Promise<string | undefined>;
+  /** get() when it can be answered at once, without waiting; undefined otherwise. */
+  getNow?(pool: number, key: string): { value: string | undefined } | undefined;
+  /** enumerate() when it can be answered at once; undefined otherwise. */
+  enumerateNow?(
+    pool: number,
+    index: number,
+  ): { value: { key: string; value: string } | undefined } | undefined;
   set(pool: number, key: string, value: string): Promise<void>;
   delete(pool: number, key: string): Promise<boolean>;
   enumerate(pool: number, index: number): Promise<{ key: string; value: string } | undefined>;
@@ -104,7 +111,7 @@ export class KvpService implements DeviceProtocol {
     return encodeKvpRegister(KVP_OP_REGISTER1);
   }
 
-  async serve(message: Buffer): Promise<Uint8Array | undefined> {
+  serve(message: Buffer): Promise<Uint8Array | undefined> | Uint8Array | undefined {
     const { logger } = this.deps;
     const decoded = decodeKvpRequest(message);
     if (!decoded.ok) {
@@ -122,7 +129,42 @@ export class KvpService implements DeviceProtocol {
       return undefined;
     }
     const name = OP_NAMES[req.operation] ?? String(req.operation);
-    const reply = await this.withDeadline(req, name);
+    // A read the pools can answer from memory at once (the common case) is answered here, with no
+    // promise and no deadline to keep; everything else takes the asynchronous path.
+    const now = this.answerNow(req);
+    if (now) return this.reply(req, name, now);
+    return this.withDeadline(req, name).then((reply) => this.reply(req, name, reply));
+  }
+
+  /** The reply to a GET or ENUMERATE of a regular pool when the pools can give it without waiting. */
+  private answerNow(req: KvpDecodedRequest): KvpReply | undefined {
+    const { pools } = this.deps;
+    const { operation } = req;
+    if (req.pool >= KVP_POOL_COUNT) return undefined;
+    try {
+      if (req.operation === KVP_OP_GET && pools.getNow) {
+        const hit = pools.getNow(req.pool, req.key);
+        if (!hit) return undefined;
+        return hit.value === undefined
+          ? { operation, error: HV_S_CONT }
+          : { operation, error: HV_S_OK, key: req.key, value: hit.value };
+      }
+      if (req.operation === KVP_OP_ENUMERATE && req.pool !== KVP_POOL_AUTO && pools.enumerateNow) {
+        const hit = pools.enumerateNow(req.pool, req.index);
+        if (!hit) return undefined;
+        return hit.value
+          ? { operation, error: HV_S_OK, key: hit.value.key, value: hit.value.value }
+          : { operation, error: HV_S_CONT };
+      }
+    } catch {
+      // The asynchronous path tries again, and reports what fails.
+    }
+    return undefined;
+  }
+
+  /** Record and log the answer, and encode it for the kernel. */
+  private reply(req: KvpDecodedRequest, name: string, reply: KvpReply): Uint8Array {
+    const { logger } = this.deps;
     const last = this.lastRequest;
     if (last) {
       last.operation = name;
