@@ -8,6 +8,7 @@
  *   BENCH_SIZES=10,1000,10000   pool sizes       BENCH_ROUNDS=3   runs per daemon (medians)
  *   BENCH_DAEMONS=hv-kvp-ts,hv_kvp_daemon        only these rows (names as in the table)
  *   BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'   extra Node options for hv-kvp-ts
+ *   BENCH_SHIM_NODE_ARGS=--single-threaded-gc   Node options for the shim's own process
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -39,6 +40,7 @@ const sizes = (process.env.BENCH_SIZES ?? '10,1000,10000').split(',').map(Number
 /** Each daemon runs this many times, the daemons taking turns; each figure is the median of the runs. */
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+const shimArgs = (process.env.BENCH_SHIM_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 const ours = [OURS.kvp[0], ...nodeArgs, ...OURS.kvp.slice(1)];
 const only = process.env.BENCH_DAEMONS?.split(',');
 const DAEMONS = (
@@ -66,6 +68,7 @@ for (const records of sizes) {
         params: { records, ops },
         stateDir,
         timeoutMs: 600_000,
+        shimNodeArgs: shimArgs,
       });
       rmSync(stateDir, { recursive: true, force: true });
       runs.set(name, [...(runs.get(name) ?? []), result]);

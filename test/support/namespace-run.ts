@@ -17,6 +17,8 @@ export interface NamespaceRunOptions {
   killChild?: boolean;
   /** What the deadline does (default: SIGKILL unshare). */
   onTimeout?: (child: ChildProcess) => void;
+  /** Node options for the script's own process (e.g. V8 flags). */
+  nodeArgs?: readonly string[];
 }
 
 export interface NamespaceRun {
@@ -42,6 +44,7 @@ export function runTsInNamespace(
       ...(opts.killChild ? ['--kill-child'] : []),
       '--',
       process.execPath,
+      ...(opts.nodeArgs ?? []),
       '--import',
       'tsx',
       script,

@@ -38,6 +38,8 @@ export interface ShimRun {
   stateDir?: string;
   scriptsDir?: string;
   timeoutMs?: number;
+  /** Node options for the harness process (the kernel-shim and the host script), not the daemon. */
+  shimNodeArgs?: readonly string[];
 }
 
 export interface ShimRunResult<T> {
@@ -53,6 +55,7 @@ export function runInShim<T = unknown>(run: ShimRun): Promise<ShimRunResult<T>> 
   return runTsInNamespace(`${REPO}/test/support/shim-harness-main.ts`, [], {
     timeoutMs,
     killChild: true,
+    ...(run.shimNodeArgs ? { nodeArgs: run.shimNodeArgs } : {}),
     env: { HV_HARNESS: JSON.stringify({ ...run, parentNamespace: readlinkSync('/proc/self/ns/mnt') }) },
   }).then(({ code, stdout: out, stderr: log, timedOut }) => {
     if (timedOut) throw new Error(`harness timed out after ${timeoutMs} ms\n${log}`);
