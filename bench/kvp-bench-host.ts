@@ -25,7 +25,7 @@ function cpuNs(pid: number | undefined): number {
 }
 
 export default async function bench(ctx: HostScriptContext) {
-  const { records, ops } = ctx.params as { records: number; ops: number };
+  const { records, ops, passes: passCount } = ctx.params as { records: number; ops: number; passes: number };
   const h = ctx.shim.host.kvp;
   const pid = daemonPid(ctx);
   const idle = processMemory(pid);
@@ -65,11 +65,11 @@ export default async function bench(ctx: HostScriptContext) {
   const passes: Record<string, number[]> = {};
   const daemonNs: Record<string, number> = {};
   const shimNs: Record<string, number> = {};
-  // Three passes of each operation, the operations of a group taking turns, so that whatever the
+  // `passCount` passes of each operation, the operations of a group taking turns, so that whatever the
   // runtime does in the background (a late JIT compilation, a GC) is not charged to one alone.
   // The reads first, then the writes: a write's deferred fdatasync is never charged to a read.
   for (const group of [reads, writes]) {
-    for (let pass = 0; pass < 3; pass++) {
+    for (let pass = 0; pass < passCount; pass++) {
       for (const [name, { n, fn, after }] of Object.entries(group)) {
         const d0 = cpuNs(pid);
         const s0 = cpuNs(process.pid);
@@ -83,13 +83,14 @@ export default async function bench(ctx: HostScriptContext) {
     }
   }
   const perSecond: Record<string, number> = {};
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
   /** The daemon's CPU time per request (µs, every thread, all passes) of each operation. */
   const cpuPerRequest: Record<string, number> = {};
   /** The same for this process: the kernel-shim and the simulated host. */
   const shimCpuPerRequest: Record<string, number> = {};
-  const us = (ns: number, n: number) => Math.round(ns / (3 * n) / 100) / 10;
+  const us = (ns: number, n: number) => Math.round(ns / (passCount * n) / 100) / 10;
   for (const [name, { n }] of Object.entries({ ...reads, ...writes })) {
-    perSecond[name] = Math.round((passes[name] ?? []).sort((a, b) => a - b)[1] ?? 0);
+    perSecond[name] = Math.round(median(passes[name] ?? []));
     cpuPerRequest[name] = us(daemonNs[name] ?? NaN, n);
     shimCpuPerRequest[name] = us(shimNs[name] ?? NaN, n);
   }

@@ -5,7 +5,8 @@
  * (prefix `taskset -c 1` to run the shim, the host and the daemon on one CPU; see bench/README.md).
  * Pools are pre-filled on disk (2560-byte records) before the daemon starts.
  *
- *   BENCH_SIZES=10,1000,10000   pool sizes       BENCH_ROUNDS=3   runs per daemon (medians)
+ *   BENCH_SIZES=10,1000,10000   pool sizes       BENCH_ROUNDS=5   runs per daemon (medians)
+ *   BENCH_PASSES=9              passes of each operation in a run (medians)
  *   BENCH_DAEMONS=hv-kvp-ts,hv_kvp_daemon        only these rows (names as in the table)
  *   BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'   extra Node options for hv-kvp-ts
  *   BENCH_SHIM_NODE_ARGS=--single-threaded-gc   Node options for the shim's own process
@@ -38,7 +39,9 @@ interface Result {
 
 const sizes = (process.env.BENCH_SIZES ?? '10,1000,10000').split(',').map(Number);
 /** Each daemon runs this many times, the daemons taking turns; each figure is the median of the runs. */
-const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
+/** Passes of each operation within a run; a rate is the median of its passes. */
+const passes = Number(process.env.BENCH_PASSES ?? 9);
 const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 const shimArgs = (process.env.BENCH_SHIM_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 const ours = [OURS.kvp[0], ...nodeArgs, ...OURS.kvp.slice(1)];
@@ -65,7 +68,7 @@ for (const records of sizes) {
         services: ['kvp'],
         command,
         script: 'bench/kvp-bench-host.ts',
-        params: { records, ops },
+        params: { records, ops, passes },
         stateDir,
         timeoutMs: 600_000,
         shimNodeArgs: shimArgs,
