@@ -31,13 +31,15 @@ class CharDevice implements DeviceHandle {
   }
 
   async read(size: number, signal?: AbortSignal, into?: Buffer): Promise<Buffer> {
-    for (let round = 0; ; round++) {
+    // A quick wait on the main thread first (readNow); after that, bounded waits off the main
+    // thread, so nothing else is held up.
+    if (signal?.aborted) throw new AbortedError();
+    const quick = this.readNow(size, into);
+    if (quick) return quick;
+    for (;;) {
       if (signal?.aborted) throw new AbortedError();
       const fd = this.requireFd();
-      // A quick wait on the main thread first (see readNow); after that, bounded waits off the
-      // main thread, so nothing else is held up.
-      const revents =
-        round === 0 ? pollSync(fd, POLLIN, QUICK_POLL_MS) : await pollAsync(fd, POLLIN, POLL_SLICE_MS);
+      const revents = await pollAsync(fd, POLLIN, POLL_SLICE_MS);
       if (signal?.aborted) throw new AbortedError();
       const msg = this.readIfReady(fd, revents, size, into);
       if (msg) return msg;

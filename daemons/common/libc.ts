@@ -183,10 +183,7 @@ export function pollNow(fd: number, events = POLLIN): number {
  * event loop waits meanwhile). Returns revents, 0 on timeout or EINTR.
  */
 export function pollSync(fd: number, events: number, timeoutMs: number): number {
-  const pfd = syncPollFd;
-  pfd.writeInt32LE(fd, 0);
-  pfd.writeInt16LE(events, 4);
-  pfd.writeInt16LE(0, 6);
+  const pfd = pollFd(syncPollFd, fd, events);
   const rc = libc().poll(pfd, 1, timeoutMs);
   if (rc < 0) {
     const e = libc().errno();
@@ -199,10 +196,11 @@ export function pollSync(fd: number, events: number, timeoutMs: number): number 
 /** The `struct pollfd` of pollSync (one call at a time on the main thread). */
 const syncPollFd = Buffer.alloc(POLLFD_SIZE);
 
-function pollFd(fd: number, events: number): Buffer {
-  const pfd = Buffer.alloc(POLLFD_SIZE);
+/** Fill `pfd` as a `struct pollfd` for `fd` and `events`, revents cleared. */
+function pollFd(pfd: Buffer, fd: number, events: number): Buffer {
   pfd.writeInt32LE(fd, 0);
   pfd.writeInt16LE(events, 4);
+  pfd.writeInt16LE(0, 6);
   return pfd;
 }
 
@@ -213,7 +211,7 @@ function pollFd(fd: number, events: number): Buffer {
 export function pollAsync(fd: number, events: number, timeoutMs: number): Promise<number> {
   return new Promise((resolve, reject) => {
     // Its own pollfd: the call runs on a thread-pool thread while the main thread goes on.
-    const pfd = pollFd(fd, events);
+    const pfd = pollFd(Buffer.alloc(POLLFD_SIZE), fd, events);
     libc().poll.async(pfd, 1, timeoutMs, (err, rc) => {
       if (err) reject(err);
       else if (rc < 0) {

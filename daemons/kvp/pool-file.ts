@@ -62,13 +62,13 @@ export function decodeRecord(buf: Buffer, base = 0): SlotContent {
   return { ok: false, reason: 'invalid-utf8-value', message: 'the value is not valid UTF-8' };
 }
 
+/** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 /**
  * Why a key or value cannot be stored as given, or undefined if it can. We never truncate: a cut key
  * would silently name another record, and the kernel never sends longer data anyway.
  */
-/** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
 export function storableProblem(text: string, what: 'key' | 'value'): string | undefined {
   const max = what === 'key' ? POOL_MAX_KEY_BYTES : POOL_MAX_VALUE_BYTES;
   if (what === 'key' && text === '') return 'the key is empty';

@@ -305,12 +305,12 @@ class Pool {
 
   /** get(), answered now when it can be without waiting (nothing queued, the cache current). */
   getNow(key: string): { value: string | undefined } | undefined {
-    return this.pending === 0 ? this.fromTrustedCache((c) => valueOf(c, key)) : undefined;
+    return this.answerNow((c) => valueOf(c, key));
   }
 
   /** enumerate(), answered now when it can be without waiting. */
   enumerateNow(index: number): { value: KvpRecord | undefined } | undefined {
-    return this.pending === 0 ? this.fromTrustedCache((c) => c.records[index]) : undefined;
+    return this.answerNow((c) => c.records[index]);
   }
 
   records(): Promise<readonly KvpRecord[]> {
@@ -380,19 +380,26 @@ class Pool {
    * exclusive(). Saves a GET or an ENUMERATE six system calls.
    */
   private read<T>(fn: (c: Cache) => T): Promise<T> {
-    // Nothing queued in this process: answer at once (the usual case, one host request at a time).
     if (this.pending === 0) {
+      // Nothing queued in this process (the usual case, one host request at a time): answer at
+      // once, or else read under the locks at once (nothing can run in between to help).
+      let hit: { value: T } | undefined;
       try {
-        const hit = this.fromTrustedCache(fn);
-        if (hit) return Promise.resolve(hit.value);
+        hit = this.fromTrustedCache(fn);
       } catch (err) {
         return Promise.reject(err);
       }
+      return hit ? Promise.resolve(hit.value) : this.enqueue(() => this.locked(async (fresh) => fn(fresh)));
     }
     return this.enqueue(async () => {
       const hit = this.fromTrustedCache(fn);
       return hit ? hit.value : this.locked(async (fresh) => fn(fresh));
     });
+  }
+
+  /** fn(cache) now when nothing is queued and the cache is current; undefined otherwise. */
+  private answerNow<T>(fn: (c: Cache) => T): { value: T } | undefined {
+    return this.pending === 0 ? this.fromTrustedCache(fn) : undefined;
   }
 
   /**

@@ -90,8 +90,6 @@ export class KvpService implements DeviceProtocol {
   readonly readSize = KVP_MSG_SIZE;
   /** The kernel's registration version (the IntegrationServicesVersion key). */
   version = UNKNOWN_VERSION;
-  /** The last host request served: operation, pool and status, for status reports. */
-  lastRequest: { operation: string; pool: number; status: number; at: number } | undefined;
   /** With reuseBuffers: where messages are read (see DeviceProtocol) and replies encoded. */
   readonly readBuffer: Buffer | undefined;
   private readonly replyBuffer: Buffer | undefined;
@@ -144,17 +142,11 @@ export class KvpService implements DeviceProtocol {
     try {
       if (req.operation === KVP_OP_GET && pools.getNow) {
         const hit = pools.getNow(req.pool, req.key);
-        if (!hit) return undefined;
-        return hit.value === undefined
-          ? { operation, error: HV_S_CONT }
-          : { operation, error: HV_S_OK, key: req.key, value: hit.value };
+        return hit && getReply(operation, req.key, hit.value);
       }
       if (req.operation === KVP_OP_ENUMERATE && req.pool !== KVP_POOL_AUTO && pools.enumerateNow) {
         const hit = pools.enumerateNow(req.pool, req.index);
-        if (!hit) return undefined;
-        return hit.value
-          ? { operation, error: HV_S_OK, key: hit.value.key, value: hit.value.value }
-          : { operation, error: HV_S_CONT };
+        return hit && recordReply(operation, hit.value);
       }
     } catch {
       // The asynchronous path tries again, and reports what fails.
@@ -162,16 +154,9 @@ export class KvpService implements DeviceProtocol {
     return undefined;
   }
 
-  /** Record and log the answer, and encode it for the kernel. */
+  /** Log the answer, and encode it for the kernel. */
   private reply(req: KvpDecodedRequest, name: string, reply: KvpReply): Uint8Array {
     const { logger } = this.deps;
-    const last = this.lastRequest;
-    if (last) {
-      last.operation = name;
-      last.pool = req.pool;
-      last.status = reply.error;
-      last.at = Date.now();
-    } else this.lastRequest = { operation: name, pool: req.pool, status: reply.error, at: Date.now() };
     if (logger.isLevelEnabled?.('debug') ?? true) {
       logger.debug(
         {
@@ -252,26 +237,32 @@ export class KvpService implements DeviceProtocol {
       case KVP_OP_SET:
         await pools.set(req.pool, req.key, req.value);
         return { operation, error: HV_S_OK };
-      case KVP_OP_GET: {
-        const value = await pools.get(req.pool, req.key);
-        return value === undefined
-          ? { operation, error: HV_S_CONT }
-          : { operation, error: HV_S_OK, key: req.key, value };
-      }
+      case KVP_OP_GET:
+        return getReply(operation, req.key, await pools.get(req.pool, req.key));
       case KVP_OP_DELETE:
         return { operation, error: (await pools.delete(req.pool, req.key)) ? HV_S_OK : HV_S_CONT };
-      case KVP_OP_ENUMERATE: {
-        const rec =
+      case KVP_OP_ENUMERATE:
+        return recordReply(
+          operation,
           req.pool === KVP_POOL_AUTO
             ? await this.deps.autoPool(req.index, this.version)
-            : await pools.enumerate(req.pool, req.index);
-        return rec
-          ? { operation, error: HV_S_OK, key: rec.key, value: rec.value }
-          : { operation, error: HV_S_CONT };
-      }
+            : await pools.enumerate(req.pool, req.index),
+        );
     }
     return { operation, error: HV_E_FAIL };
   }
+}
+
+/** A GET's reply: the value (placed where the kernel reads it), or HV_S_CONT for no such key. */
+function getReply(operation: number, key: string, value: string | undefined): KvpReply {
+  return value === undefined ? { operation, error: HV_S_CONT } : { operation, error: HV_S_OK, key, value };
+}
+
+/** An ENUMERATE's reply: the record, or HV_S_CONT past the end of the pool. */
+function recordReply(operation: number, rec: { key: string; value: string } | undefined): KvpReply {
+  return rec
+    ? { operation, error: HV_S_OK, key: rec.key, value: rec.value }
+    : { operation, error: HV_S_CONT };
 }
 
 export { OP_NAMES as KVP_OP_NAMES };
