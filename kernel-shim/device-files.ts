@@ -43,6 +43,15 @@ export function deviceFileHandler(device: () => ShimDevice): FuseFileHandler {
     read(fh, req) {
       const o = open.get(fh);
       if (!o) return void req.error(EBADF);
+      if (o.file.poll() !== 0) {
+        // A message is queued (or the device is gone): the read cannot wait, so no signal can
+        // interrupt it and it needs no AbortController (the common case: the daemon polled first).
+        o.file.read(req.size).then(
+          (msg) => req.reply(msg),
+          (e) => req.error(errnoOf(e)),
+        );
+        return;
+      }
       const ac = new AbortController();
       o.reads.add(ac);
       req.onInterrupt(() => ac.abort());

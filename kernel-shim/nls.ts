@@ -81,11 +81,20 @@ export function utf16sToUtf8s(
   maxout: number,
   overflow: Utf16OverflowRule = 'stop',
 ): Buffer {
+  const unit = (k: number) => (src[2 * k] ?? 0) | ((src[2 * k + 1] ?? 0) << 8);
+  const units = Math.min(inlen, Math.floor(src.length / 2));
+  // ASCII up to where the conversion stops (the common case): one byte per unit.
+  const limit = Math.min(units, maxout);
+  let n = 0;
+  while (n < limit && src[2 * n + 1] === 0 && (src[2 * n] ?? 0) !== 0 && (src[2 * n] ?? 0) < 0x80) n++;
+  if (n === limit || unit(n) === 0) {
+    const ascii = Buffer.allocUnsafe(n);
+    for (let k = 0; k < n; k++) ascii[k] = src[2 * k] ?? 0;
+    return ascii;
+  }
   const out: number[] = [];
   let room = maxout;
   let i = 0;
-  const unit = (k: number) => (src[2 * k] ?? 0) | ((src[2 * k + 1] ?? 0) << 8);
-  const units = Math.min(inlen, Math.floor(src.length / 2));
   let left = units;
   while (left > 0 && room > 0) {
     let u = unit(i);

@@ -29,7 +29,10 @@ export const EPOLLRDNORM = POLLRDNORM;
 
 /** The driver behind a transport: hv_kvp.c, hv_snapshot.c or hv_fcopy.c. */
 export interface TransportDriver {
-  /** A daemon's write; returns 0 or a negative errno. */
+  /**
+   * A daemon's write; returns 0 or a negative errno. `msg` is valid only during the call (the
+   * kernel frees its memdup_user copy when on_msg returns): a driver copies what it keeps.
+   */
   onMsg(msg: Buffer): number;
   /** The daemon closed the device. */
   onReset(): void;
@@ -140,7 +143,8 @@ export class HvutilTransport {
   /** @internal hvt_op_write. */
   writeMessage(data: Buffer): number {
     if (this.modeValue === HVUTIL_TRANSPORT_DESTROY) throw new SyscallError(EBADF, 'write', this.name);
-    const rc = this.driver.onMsg(Buffer.from(data));
+    // No copy: on_msg works on the bytes synchronously and keeps none of them (see onMsg).
+    const rc = this.driver.onMsg(data);
     if (rc < 0) throw new SyscallError(-rc, 'write', this.name);
     return data.length;
   }

@@ -138,11 +138,12 @@ export class VmbusChannel {
 
   /**
    * Guest: `vmbus_recvpacket` — at most one packet from the inbound ring (RingBuffer.readPacket
-   * with maxPacketSize / recvBufferSize). `undefined` when fewer than 16 bytes are readable (the
+   * with maxPacketSize / recvBufferSize; the payload lands at the start of `into` when that is large
+   * enough). `undefined` when fewer than 16 bytes are readable (the
    * kernel's "recvlen 0"). Fires onHostInterrupt when the consumer rule says so.
    */
-  recvPacket(): ChannelRecvResult | undefined {
-    const r = this.inbound.readPacket(this.maxPacketSize, this.recvBufferSize);
+  recvPacket(into?: Uint8Array): ChannelRecvResult | undefined {
+    const r = this.inbound.readPacket(this.maxPacketSize, this.recvBufferSize, into);
     if (r === undefined) return undefined;
     if (!r.ok) return r;
     if (r.signal) this.onHostInterrupt?.();

@@ -127,6 +127,8 @@ export class RingBuffer {
   readonly dataSize: number;
   private readonly header: Uint32Array;
   private readonly data: Uint8Array;
+  /** 16 bytes of work space: a descriptor, or a packet's zero padding and trailer. */
+  private readonly scratch = new Uint8Array(VMPACKET_DESCRIPTOR_SIZE);
 
   /**
    * Allocate a ring in a new SharedArrayBuffer of `4096 + dataSize` bytes and initialise it as the
@@ -250,15 +252,26 @@ export class RingBuffer {
     if (this.writable() <= total) return { ok: false, errno: 'EAGAIN' };
 
     const oldWrite = this.writeIndex;
-    const bytes = new Uint8Array(total);
+    // Straight into the ring, piece by piece, as hv_ringbuffer_write copies its kvec list.
+    const head = this.scratch;
     encodeVmPacketDescriptor(
       { type: desc.type, offset8: VMBUS_PKT_OFFSET8, len8, flags: desc.flags, transId: desc.transId },
-      bytes,
+      head,
     );
-    bytes.set(payload, VMPACKET_DESCRIPTOR_SIZE);
-    // Trailer: (u64)write_index << 32, i.e. low u32 0 and high u32 = old write index.
-    new DataView(bytes.buffer).setUint32(packetLen + 4, oldWrite, true);
-    return { ok: true, signal: this.publish(oldWrite, bytes) };
+    this.copyIn(oldWrite, head.subarray(0, VMPACKET_DESCRIPTOR_SIZE));
+    this.copyIn(oldWrite + VMPACKET_DESCRIPTOR_SIZE, payload);
+    const pad = packetLen - VMPACKET_DESCRIPTOR_SIZE - payload.length;
+    // Zero padding, then the trailer: (u64)write_index << 32 (low u32 0, high u32 the old index).
+    head.fill(0, 0, pad + VMBUS_PKT_TRAILER);
+    head[pad + 4] = oldWrite & 0xff;
+    head[pad + 5] = (oldWrite >>> 8) & 0xff;
+    head[pad + 6] = (oldWrite >>> 16) & 0xff;
+    head[pad + 7] = oldWrite >>> 24;
+    this.copyIn(
+      oldWrite + VMPACKET_DESCRIPTOR_SIZE + payload.length,
+      head.subarray(0, pad + VMBUS_PKT_TRAILER),
+    );
+    return { ok: true, signal: this.advanceWrite(oldWrite, total) };
   }
 
   /**
@@ -270,7 +283,9 @@ export class RingBuffer {
    */
   writeBytes(bytes: Uint8Array): RingWriteResult {
     if (this.writable() <= bytes.length) return { ok: false, errno: 'EAGAIN' };
-    return { ok: true, signal: this.publish(this.writeIndex, bytes) };
+    const oldWrite = this.writeIndex;
+    this.copyIn(oldWrite, bytes);
+    return { ok: true, signal: this.advanceWrite(oldWrite, bytes.length) };
   }
 
   /**
@@ -287,7 +302,8 @@ export class RingBuffer {
    *    receive buffer, `buflen`; defaults to maxPacketSize as every util driver passes the same
    *    value for both) → ENOBUFS and nothing is consumed. With the default this cannot happen,
    *    because len − off ≤ maxPacketSize − 16.
-   * 5. Otherwise the payload is copied out, `read_index` advances by len + 8 (mod D) even when the
+   * 5. Otherwise the payload is copied out (to the start of `into` when that is large enough, as
+   *    the kernel copies into the caller's buffer; else to a new array), `read_index` advances by len + 8 (mod D) even when the
    *    clamped length ran past the real packet (the kernel then reads the next packet from the
    *    wrong place; this is what a misbehaving host gets), and `signal` follows the consumer
    *    rule: feature bit 0 set, `pending_send_sz` ≠ 0, free space before ≤ pending_send_sz and
@@ -296,7 +312,11 @@ export class RingBuffer {
    * Throws RangeError if maxPacketSize is not a multiple of 8 that is ≥ 16, or bufferSize < 1
    * (the kernel returns -EINVAL for a zero buflen).
    */
-  readPacket(maxPacketSize: number, bufferSize: number = maxPacketSize): RingReadResult | undefined {
+  readPacket(
+    maxPacketSize: number,
+    bufferSize: number = maxPacketSize,
+    into?: Uint8Array,
+  ): RingReadResult | undefined {
     if (
       !Number.isInteger(maxPacketSize) ||
       maxPacketSize < VMPACKET_DESCRIPTOR_SIZE ||
@@ -312,7 +332,7 @@ export class RingBuffer {
     if (readable < VMPACKET_DESCRIPTOR_SIZE) return undefined;
     const avail = Math.min(maxPacketSize, readable);
 
-    const decoded = decodeVmPacketDescriptor(this.copyOut(start, VMPACKET_DESCRIPTOR_SIZE));
+    const decoded = decodeVmPacketDescriptor(this.copyOut(start, VMPACKET_DESCRIPTOR_SIZE, this.scratch));
     if (!decoded.ok) return undefined; // unreachable: 16 bytes were copied
     const raw = decoded.value;
     let len = raw.len8 * 8;
@@ -326,7 +346,11 @@ export class RingBuffer {
     if (payloadLen > bufferSize)
       return { ok: false, errno: 'ENOBUFS', length: payloadLen, transId: raw.transId };
 
-    const payload = this.copyOut(start + offset8 * 8, payloadLen);
+    const payload = this.copyOut(
+      start + offset8 * 8,
+      payloadLen,
+      into && into.length >= payloadLen ? into : undefined,
+    );
     const consumed = len8 * 8 + VMBUS_PKT_TRAILER;
     const next = (start + consumed) % this.dataSize;
     this.readIndex = next;
@@ -351,10 +375,9 @@ export class RingBuffer {
     return true;
   }
 
-  /** Copy `bytes` at `oldWrite`, publish the new write_index, and return hv_signal_on_write's decision. */
-  private publish(oldWrite: number, bytes: Uint8Array): boolean {
-    this.copyIn(oldWrite, bytes);
-    this.writeIndex = (oldWrite + bytes.length) % this.dataSize;
+  /** Publish write_index advanced by `length` from `oldWrite`; return hv_signal_on_write's decision. */
+  private advanceWrite(oldWrite: number, length: number): boolean {
+    this.writeIndex = (oldWrite + length) % this.dataSize;
     if (this.interruptMask !== 0) return false;
     return oldWrite === this.readIndex;
   }
@@ -366,8 +389,9 @@ export class RingBuffer {
     if (first < src.length) this.data.set(src.subarray(first), 0);
   }
 
-  private copyOut(at: number, length: number): Uint8Array {
-    const out = new Uint8Array(length);
+  /** `length` bytes at `at` (with wrap-around), into the start of `into` or a new array. */
+  private copyOut(at: number, length: number, into?: Uint8Array): Uint8Array {
+    const out = into ? into.subarray(0, length) : new Uint8Array(length);
     const start = at % this.dataSize;
     const first = Math.min(length, this.dataSize - start);
     out.set(this.data.subarray(start, start + first), 0);

@@ -48,6 +48,20 @@ import {
 const F = HV_KVP_MSG.fields;
 const IPF = HV_KVP_IP_MSG.fields;
 
+/** Offsets of the hv_kvp_exchg_msg_value fields of GET's and of ENUMERATE's body. */
+function exchangeFields(prefix: 'body.kvp_get.data' | 'body.kvp_enum_data.data') {
+  const at = (f: string) => F[`${prefix}.${f}` as keyof typeof F].offset;
+  return {
+    key: at('key'),
+    key_size: at('key_size'),
+    value: at('value'),
+    value_size: at('value_size'),
+    value_type: at('value_type'),
+  };
+}
+const GET_DATA = exchangeFields('body.kvp_get.data');
+const ENUM_DATA = exchangeFields('body.kvp_enum_data.data');
+
 /** HV_DRV_VERSION: the version string the kernel returns at registration. */
 export const HV_DRV_VERSION = '3.1';
 
@@ -74,6 +88,8 @@ export class KvpDriver extends UtilDriver {
   private readonly sendKeyWork: Work;
   private readonly registrationReturnsQueueError: boolean;
   private readonly utf16Overflow: Utf16OverflowRule;
+  /** The struct hv_kvp_msg being built for the daemon (kvp_send_key's kzalloc, zeroed each time). */
+  private readonly message = Buffer.alloc(KVP_MSG_SIZE);
 
   constructor(opts: KvpDriverOptions) {
     super('vmbus/hv_kvp', 4 * 4096, opts);
@@ -123,7 +139,8 @@ export class KvpDriver extends UtilDriver {
     if (this.state !== HVUTIL_HOSTMSG_RECEIVED) return;
     const host = this.recvBuffer.subarray(ICMSG_HDR);
     const operation = host[F['kvp_hdr.operation'].offset] ?? 0;
-    const msg = Buffer.alloc(KVP_MSG_SIZE);
+    // hvutil_transport_send copies it, so one buffer serves every request.
+    const msg = this.message.fill(0);
     msg[F['kvp_hdr.operation'].offset] = operation;
     msg[F['kvp_hdr.pool'].offset] = host[F['kvp_hdr.pool'].offset] ?? 0;
     const toUtf8 = (srcOffset: number, inlen: number, dstOffset: number, maxout: number): number => {
@@ -299,25 +316,22 @@ export class KvpDriver extends UtilDriver {
         operation !== KVP_OP_DELETE
       ) {
         const get = operation === KVP_OP_GET;
-        const prefix = get ? 'body.kvp_get.data' : 'body.kvp_enum_data.data';
-        const at = (f: string) => F[`${prefix}.${f}` as keyof typeof F].offset;
+        const at = get ? GET_DATA : ENUM_DATA;
         let keylen = 0;
         if (!get) {
-          const keyAt = F['body.kvp_enum_data.data.key'].offset;
-          keylen = this.toUtf16(daemon, keyAt, host, at('key'), HV_KVP_EXCHANGE_MAX_KEY_SIZE / 2 - 2);
-          host.writeUInt32LE((2 * (keylen + 1)) >>> 0, at('key_size'));
+          keylen = this.toUtf16(daemon, ENUM_DATA.key, host, at.key, HV_KVP_EXCHANGE_MAX_KEY_SIZE / 2 - 2);
+          host.writeUInt32LE((2 * (keylen + 1)) >>> 0, at.key_size);
         }
-        const valueAt = F['body.kvp_enum_data.data.value'].offset;
         const valuelen = this.toUtf16(
           daemon,
-          valueAt,
+          ENUM_DATA.value,
           host,
-          at('value'),
+          at.value,
           HV_KVP_EXCHANGE_MAX_VALUE_SIZE / 2 - 2,
         );
-        host.writeUInt32LE((2 * (valuelen + 1)) >>> 0, at('value_size'));
+        host.writeUInt32LE((2 * (valuelen + 1)) >>> 0, at.value_size);
         if (keylen < 0 || valuelen < 0) status = HV_E_FAIL;
-        host.writeUInt32LE(REG_SZ, at('value_type'));
+        host.writeUInt32LE(REG_SZ, at.value_type);
       }
     }
     this.respond(status);

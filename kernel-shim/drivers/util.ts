@@ -43,10 +43,11 @@ export interface UtilChannel {
   /**
    * vmbus_recvpacket into the driver's receive buffer (the channel knows its size): one packet's
    * payload and request id; undefined when the ring is empty; ENOBUFS (packet left in the ring)
-   * when it does not fit.
+   * when it does not fit. The payload is copied to the start of `into` when that is large enough.
    */
-  recvPacket():
-    { ok: true; payload: Uint8Array; transId: bigint } | { ok: false; errno: 'ENOBUFS' } | undefined;
+  recvPacket(
+    into?: Uint8Array,
+  ): { ok: true; payload: Uint8Array; transId: bigint } | { ok: false; errno: 'ENOBUFS' } | undefined;
   /** vmbus_sendpacket of a DATA_INBAND reply; false when the ring is full (the kernel ignores it). */
   sendPacket(payload: Uint8Array, transId: bigint): boolean;
 }
@@ -173,7 +174,7 @@ export abstract class UtilDriver implements TransportDriver {
    * (empty ring, receive error): the callers then return without action.
    */
   protected receive(): number {
-    const r = this.channel?.recvPacket();
+    const r = this.channel?.recvPacket(this.recvBuffer);
     if (r === undefined) return 0;
     if (!r.ok) {
       this.emit({
@@ -182,7 +183,8 @@ export abstract class UtilDriver implements TransportDriver {
       });
       return 0;
     }
-    this.recvBuffer.set(r.payload, 0);
+    if (r.payload.buffer !== this.recvBuffer.buffer || r.payload.byteOffset !== this.recvBuffer.byteOffset)
+      this.recvBuffer.set(r.payload, 0);
     this.transId = r.transId;
     return r.payload.length;
   }
@@ -200,7 +202,8 @@ export abstract class UtilDriver implements TransportDriver {
     const payload = this.recvBuffer.subarray(0, length);
     setIcStatus(payload, status);
     setIcFlags(payload, ICMSGHDRFLAG_GUEST_RESPONSE);
-    if (!channel.sendPacket(Buffer.from(payload), this.transId)) {
+    // The ring write copies the bytes, as vmbus_sendpacket does: no copy of our own.
+    if (!channel.sendPacket(payload, this.transId)) {
       this.emit({ type: 'reply-skipped', reason: 'ring-full' });
       return;
     }

@@ -35,6 +35,16 @@ export interface StructDef<F extends FieldMap> {
   readonly align: number;
   readonly fields: F;
   readonly offsets: { readonly [K in keyof F]: number };
+  /** The fields that carry a value, in order, with their offsets: what decode and encode walk. */
+  readonly plan: readonly PlannedField[];
+}
+
+/** One value-carrying field of a struct, laid out. */
+export interface PlannedField {
+  readonly key: string;
+  readonly offset: number;
+  /** A scalar type, or the nested struct. */
+  readonly spec: Scalar | StructDef<FieldMap>;
 }
 
 type ValueOf<S> = S extends 'u64' | 'i64'
@@ -78,14 +88,23 @@ export function struct<F extends FieldMap>(name: string, fields: F): StructDef<F
   let off = 0;
   let align = 1;
   const offsets: Record<string, number> = {};
+  const plan: PlannedField[] = [];
   for (const [key, spec] of Object.entries(fields)) {
     const l = fieldLayout(spec);
     off = alignUp(off, l.align);
     offsets[key] = off;
+    if (!isReserved(spec)) plan.push({ key, offset: off, spec });
     off += l.size;
     align = Math.max(align, l.align);
   }
-  return { name, size: alignUp(off, align), align, fields, offsets: offsets as StructDef<F>['offsets'] };
+  return {
+    name,
+    size: alignUp(off, align),
+    align,
+    fields,
+    offsets: offsets as StructDef<F>['offsets'],
+    plan,
+  };
 }
 
 /** A reserved array or padding field. */
@@ -139,10 +158,10 @@ export function decode<F extends FieldMap>(def: StructDef<F>, buf: Buffer, offse
     throw new FuseDecodeError(`struct ${def.name}: need ${def.size} bytes, got ${buf.length - offset}`);
   }
   const out: Record<string, unknown> = {};
-  for (const [key, spec] of Object.entries(def.fields)) {
-    if (isReserved(spec)) continue;
-    const off = offset + def.offsets[key as keyof F];
-    out[key] = typeof spec === 'string' ? readScalar(buf, spec, off) : decode(spec, buf, off);
+  const plan = def.plan;
+  for (let i = 0; i < plan.length; i++) {
+    const { key, offset: at, spec } = plan[i]!;
+    out[key] = typeof spec === 'string' ? readScalar(buf, spec, offset + at) : decode(spec, buf, offset + at);
   }
   return out as StructValue<F>;
 }
@@ -168,13 +187,13 @@ export function encode<F extends FieldMap>(
   offset = 0,
 ): Buffer {
   const v = value as Record<string, unknown>;
-  for (const [key, spec] of Object.entries(def.fields)) {
-    if (isReserved(spec)) continue;
-    const off = offset + def.offsets[key as keyof F];
+  const plan = def.plan;
+  for (let i = 0; i < plan.length; i++) {
+    const { key, offset: at, spec } = plan[i]!;
     const fv = v[key];
     if (fv === undefined) continue;
-    if (typeof spec === 'string') writeScalar(target, spec, off, fv as number | bigint);
-    else encode(spec, fv as StructInit<FieldMap>, target, off);
+    if (typeof spec === 'string') writeScalar(target, spec, offset + at, fv as number | bigint);
+    else encode(spec, fv as StructInit<FieldMap>, target, offset + at);
   }
   return target;
 }
@@ -605,15 +624,32 @@ export function decodeBatchForget(body: Buffer): { nodeid: bigint; nlookup: bigi
 
 /** A successful reply: fuse_out_header (error 0) followed by the payload parts. */
 export function encodeReply(unique: bigint, ...payload: Uint8Array[]): Buffer {
-  const len = fuse_out_header.size + payload.reduce((n, p) => n + p.length, 0);
-  const out = Buffer.alloc(len);
-  encode(fuse_out_header, { len, error: 0, unique }, out);
+  let len = fuse_out_header.size;
+  for (let i = 0; i < payload.length; i++) len += payload[i]!.length;
+  // Every byte is written below (header, then the parts end to end), so no zero-fill is needed;
+  // small replies come from Node's buffer pool instead of a new allocation each.
+  const out = Buffer.allocUnsafe(len);
+  writeOutHeader(out, len, 0, unique);
   let off = fuse_out_header.size;
-  for (const p of payload) {
-    out.set(p, off);
-    off += p.length;
+  for (let i = 0; i < payload.length; i++) {
+    out.set(payload[i]!, off);
+    off += payload[i]!.length;
   }
   return out;
+}
+
+/** Just the fuse_out_header of a successful reply whose payload (`payloadLength` bytes) follows. */
+export function encodeOutHeader(unique: bigint, payloadLength: number): Buffer {
+  const out = Buffer.allocUnsafe(fuse_out_header.size);
+  writeOutHeader(out, fuse_out_header.size + payloadLength, 0, unique);
+  return out;
+}
+
+/** fuse_out_header at the start of `out` (all 16 bytes). */
+function writeOutHeader(out: Buffer, len: number, error: number, unique: bigint): void {
+  out.writeUInt32LE(len, 0);
+  out.writeInt32LE(error, 4);
+  out.writeBigUInt64LE(unique, 8);
 }
 
 /** An error reply: just the header, with error = -errno. */
@@ -627,8 +663,8 @@ export function encodeError(unique: bigint, errno: number): Buffer {
 /** An unsolicited notification: unique 0, error = the notify code. */
 export function encodeNotify(code: number, payload: Uint8Array): Buffer {
   const len = fuse_out_header.size + payload.length;
-  const out = Buffer.alloc(len);
-  encode(fuse_out_header, { len, error: code, unique: 0n }, out);
+  const out = Buffer.allocUnsafe(len);
+  writeOutHeader(out, len, code, 0n);
   out.set(payload, fuse_out_header.size);
   return out;
 }

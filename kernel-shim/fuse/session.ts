@@ -30,7 +30,7 @@
  * unique means the request was already answered, and is ignored (INTERRUPT itself needs no reply).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, writeSync } from 'node:fs';
+import { closeSync, writeSync, writevSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import {
   type Caller,
@@ -59,6 +59,7 @@ import {
   encodeOpenOut,
   encodePollOut,
   encodePollWakeup,
+  encodeOutHeader,
   encodeReply,
   encodeStatfsOut,
   encodeWriteOut,
@@ -108,6 +109,11 @@ export interface FuseChannel {
   start(onFrame: (frame: Buffer) => void, onEnd: (reason: FuseEndReason, error?: Error) => void): void;
   /** Writes one reply or notification; throws the write(2) error. */
   write(data: Buffer): void;
+  /**
+   * Optional: writes one reply given as consecutive parts with a single writev(2) (the header and
+   * the payload without copying them together first); throws the error as `write` does.
+   */
+  writeParts?(parts: readonly Uint8Array[]): void;
   /** Stops reading and closes the device; pending requests are aborted by the kernel. */
   close(): void;
 }
@@ -199,6 +205,11 @@ export class DevFuseChannel implements FuseChannel {
   write(data: Buffer): void {
     if (this.closed) throw Object.assign(new Error('FUSE channel closed'), { code: 'ENODEV' });
     writeSync(this.fd, data);
+  }
+
+  writeParts(parts: readonly Uint8Array[]): void {
+    if (this.closed) throw Object.assign(new Error('FUSE channel closed'), { code: 'ENODEV' });
+    writevSync(this.fd, parts as Uint8Array[]);
   }
 
   close(): void {
@@ -308,6 +319,9 @@ interface OpenFile {
 type Outcome = { readonly payload: readonly Uint8Array[] } | { readonly errno: number } | 'deferred' | 'none';
 
 const EMPTY: Outcome = { payload: [] };
+
+/** Payloads from this size on are written with writeParts (where the channel has it). */
+const LARGE_PAYLOAD = 1024;
 
 function ok(...payload: Uint8Array[]): Outcome {
   return { payload };
@@ -826,19 +840,25 @@ export class FuseSession {
     if (outcome === 'deferred' || outcome === 'none') return;
     const errno = 'errno' in outcome ? outcome.errno : 0;
     this.trace?.({ kind: 'reply', unique, errno });
-    const msg =
-      'errno' in outcome ? encodeError(unique, outcome.errno) : encodeReply(unique, ...outcome.payload);
-    this.write(msg, `reply to ${unique}`);
+    if ('errno' in outcome) return this.write(encodeError(unique, outcome.errno), unique);
+    const payload = outcome.payload;
+    // A large payload (a device message) goes out behind its header in one writev(2), uncopied.
+    if (this.channel.writeParts && payload.length === 1 && payload[0]!.length >= LARGE_PAYLOAD) {
+      return this.write([encodeOutHeader(unique, payload[0]!.length), payload[0]!], unique);
+    }
+    this.write(encodeReply(unique, ...payload), unique);
   }
 
-  private write(msg: Buffer, what: string): void {
+  private write(msg: Buffer | readonly Uint8Array[], what: bigint | string): void {
     if (this.ended) return;
     try {
-      this.channel.write(msg);
+      if (Array.isArray(msg)) this.channel.writeParts!(msg);
+      else this.channel.write(msg as Buffer);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       // ENOENT: the kernel no longer waits for that request; ENODEV: the connection is gone.
-      if (code !== 'ENOENT' && code !== 'ENODEV') this.log(`write ${what}: ${String(err)}`);
+      if (code !== 'ENOENT' && code !== 'ENODEV')
+        this.log(`write ${typeof what === 'bigint' ? `reply to ${what}` : what}: ${String(err)}`);
     }
   }
 

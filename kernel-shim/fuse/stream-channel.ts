@@ -15,7 +15,7 @@
  *
  * Replies are synchronous write(2)s on the same descriptor (writes to /dev/fuse never block).
  */
-import { closeSync, writeSync } from 'node:fs';
+import { closeSync, writeSync, writevSync } from 'node:fs';
 import { Socket } from 'node:net';
 import type { FuseChannel, FuseEndReason } from './session.js';
 
@@ -78,6 +78,12 @@ export class StreamFuseChannel implements FuseChannel {
   write(data: Buffer): void {
     if (this.closed) throw Object.assign(new Error('FUSE channel closed'), { code: 'ENODEV' });
     writeSync(this.fd, data);
+  }
+
+  writeParts(parts: readonly Uint8Array[]): void {
+    if (this.closed) throw Object.assign(new Error('FUSE channel closed'), { code: 'ENODEV' });
+    // /dev/fuse takes a reply as one write of any iovec (fuse_dev_write is a write_iter).
+    writevSync(this.fd, parts as Uint8Array[]);
   }
 
   /** Stops reading and closes the device: the kernel aborts the connection on the last close. */

@@ -169,7 +169,8 @@ export class IcClient implements ChannelObserver {
       if (!pending) continue; // a reply nobody waits for (late, or after a host timeout)
       this.pending.delete(p.transId);
       pending.timer.cancel();
-      const payload = Buffer.from(p.payload);
+      // hostRecv copied the packet out of the ring: a view of that copy, not another one.
+      const payload = Buffer.from(p.payload.buffer, p.payload.byteOffset, p.payload.length);
       const header = decodeIcHeader(payload);
       if (!header.ok) {
         pending.reject(new Error(`${pending.what}: malformed reply: ${header.error.message}`));

@@ -46,6 +46,36 @@ describe('utf16s_to_utf8s', () => {
   });
 });
 
+describe('utf16s_to_utf8s limits', () => {
+  it('stops where the kernel stops (inlen, maxout, NUL) for ASCII and mixed text alike', () => {
+    // The reference: the kernel's loop, one code point at a time ('stop' rule): no input units or
+    // no room left ends it, a NUL ends it, a character that does not fit the room ends it.
+    const reference = (text: string, inlen: number, maxout: number): string => {
+      let out = '';
+      let units = 0;
+      for (const ch of text) {
+        if (ch === '\0' || units >= inlen || Buffer.byteLength(out) >= maxout) break;
+        if (ch.length === 2 && units + 2 > inlen) break; // the low half is past inlen: dropped
+        if (Buffer.byteLength(out + ch) > maxout) break;
+        units += ch.length;
+        out += ch;
+      }
+      return out;
+    };
+    fc.assert(
+      fc.property(
+        fc.string({ unit: fc.constantFrom('a', 'Z', '0', ' ', '\0', 'é', '€', '😀'), maxLength: 40 }),
+        fc.nat(50),
+        fc.nat(60),
+        (text, inlen, maxout) => {
+          const r = utf16sToUtf8s(Buffer.from(text, 'utf16le'), inlen, maxout);
+          expect(r.toString('utf8')).toBe(reference(text, inlen, maxout));
+        },
+      ),
+    );
+  });
+});
+
 describe('utf8s_to_utf16s', () => {
   it('converts, with surrogate pairs for supplementary characters', () => {
     const r = utf8sToUtf16s(Buffer.from('a😀é'), 100, 100);

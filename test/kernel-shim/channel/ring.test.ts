@@ -193,6 +193,22 @@ describe('producer', () => {
     expect(ring.writeIndex).toBe(32);
   });
 
+  it('writes zero padding over stale bytes, and the trailer after the wrap point', () => {
+    const ring = RingBuffer.create(256);
+    ring.memory.fill(0xee, 4096);
+    ring.writeIndex = 232; // descriptor 232..247, payload 248..250, padding 251..255, trailer 0..7
+    ring.readIndex = 232;
+    ring.writePacket({ type: VM_PKT_DATA_INBAND, flags: 0, transId: 5n }, new Uint8Array([7, 8, 9]));
+    // prettier-ignore
+    expect(dataBytes(ring, 232, 32)).toEqual([
+      6, 0, 2, 0, 3, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0,
+      7, 8, 9, 0, 0, 0, 0, 0,
+      0, 0, 0, 0, 232, 0, 0, 0,
+    ]);
+    expect(ring.writeIndex).toBe(8);
+    expect(ring.memory[4096 + 8]).toBe(0xee);
+  });
+
   it('an empty payload is a 16-byte packet plus trailer', () => {
     const ring = RingBuffer.create(256);
     ring.writePacket({ type: 6, flags: 0, transId: 0n }, new Uint8Array(0));
@@ -288,6 +304,24 @@ describe('consumer', () => {
     ring.pendingSendSz = 72;
     ring.interruptMask = 1;
     expect(expectPacket(ring.readPacket(256)).signal).toBe(true);
+  });
+
+  it("copies the payload to the start of the caller's buffer when it fits, else to a new array", () => {
+    const ring = RingBuffer.create(256);
+    const payload = new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    ring.writePacket({ type: 6, flags: 0, transId: 1n }, payload);
+    ring.writePacket({ type: 6, flags: 0, transId: 2n }, payload);
+    const into = new Uint8Array(32).fill(0xaa);
+    const a = expectPacket(ring.readPacket(256, 256, into));
+    expect(a.payload.buffer).toBe(into.buffer);
+    expect(a.payload.byteOffset).toBe(0);
+    expect([...a.payload]).toEqual([...payload, 0, 0, 0, 0, 0, 0, 0]); // with the padding, as the kernel
+    expect(into[16]).toBe(0xaa);
+    const small = new Uint8Array(8);
+    const b = expectPacket(ring.readPacket(256, 256, small));
+    expect(b.payload.buffer).not.toBe(small.buffer);
+    expect([...b.payload.subarray(0, 9)]).toEqual([...payload]);
+    expect(b.descriptor.transId).toBe(2n);
   });
 
   it('validates its size arguments', () => {
