@@ -131,15 +131,52 @@ export function utf16sToUtf8s(
  * UTF-16LE units. Returns the units as bytes, or -EINVAL for invalid UTF-8.
  */
 export function utf8sToUtf16s(src: Uint8Array, inlen: number, maxout: number): Buffer | number {
-  // ASCII up to where the conversion stops (the common case): one unit per byte, no code points.
+  const fast = asciiUnits(src, inlen, maxout);
+  if (fast >= 0) {
+    const ascii = Buffer.alloc(fast * 2);
+    for (let i = 0; i < fast; i++) ascii[2 * i] = src[i] ?? 0;
+    return ascii;
+  }
+  return utf8sToUtf16sSlow(src, inlen, maxout);
+}
+
+/**
+ * utf8s_to_utf16s writing the units straight to `dst` at byte offset `at`, as the kernel writes
+ * into the host's packet. Returns the number of units written, or -EINVAL (nothing written).
+ */
+export function utf8sToUtf16sInto(
+  src: Uint8Array,
+  inlen: number,
+  maxout: number,
+  dst: Uint8Array,
+  at: number,
+): number {
+  const fast = asciiUnits(src, inlen, maxout);
+  if (fast >= 0) {
+    for (let i = 0; i < fast; i++) {
+      dst[at + 2 * i] = src[i] ?? 0;
+      dst[at + 2 * i + 1] = 0;
+    }
+    return fast;
+  }
+  const r = utf8sToUtf16sSlow(src, inlen, maxout);
+  if (typeof r === 'number') return r;
+  dst.set(r, at);
+  return r.length / 2;
+}
+
+/**
+ * The ASCII case (the common one): when everything up to where the conversion stops is ASCII,
+ * the number of units (one per byte); else -1.
+ */
+function asciiUnits(src: Uint8Array, inlen: number, maxout: number): number {
   const limit = Math.min(inlen, src.length, maxout);
   let n = 0;
   while (n < limit && (src[n] ?? 0) !== 0 && (src[n] ?? 0) < 0x80) n++;
-  if (n === limit || src[n] === 0) {
-    const ascii = Buffer.alloc(n * 2);
-    for (let i = 0; i < n; i++) ascii[2 * i] = src[i] ?? 0;
-    return ascii;
-  }
+  return n === limit || src[n] === 0 ? n : -1;
+}
+
+function utf8sToUtf16sSlow(src: Uint8Array, inlen: number, maxout: number): Buffer | number {
   const out: number[] = [];
   let at = 0;
   let left = Math.min(inlen, src.length);

@@ -94,17 +94,21 @@ export function readStringField(
       return fail('invalid-utf8', `${name}: not valid UTF-8`, { field: name });
     }
   }
-  const area = buf.subarray(start, start + field.size);
   let end = -1;
-  for (let i = 0; i + 1 < area.length; i += 2) {
-    if (area[i] === 0 && area[i + 1] === 0) {
+  let surrogates = false;
+  for (let i = start; i + 1 < start + field.size; i += 2) {
+    const hi = buf[i + 1]!;
+    if (hi === 0 && buf[i] === 0) {
       end = i;
       break;
     }
+    if (hi >= 0xd8 && hi <= 0xdf) surrogates = true;
   }
   if (end < 0) return unterminated(name, field);
+  // Without surrogates every unit is a character of its own: nothing to validate.
+  if (!surrogates) return ok(buf.toString('utf16le', start, end));
   try {
-    return ok(utf16Decoder.decode(area.subarray(0, end)));
+    return ok(utf16Decoder.decode(buf.subarray(start, end)));
   } catch {
     return fail('invalid-utf16', `${name}: not valid UTF-16LE`, { field: name });
   }

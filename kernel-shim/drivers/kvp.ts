@@ -31,7 +31,7 @@ import { ICMSG_HDR, ICMSGTYPE_KVPEXCHANGE, ICMSGTYPE_NEGOTIATE } from '../channe
 import { KVP_FW_VERSIONS, KVP_SRV_VERSIONS, prepNegotiateResponse } from '../channel/negotiate.js';
 import type { DelayedWork } from '../clock.js';
 import { EINVAL } from '../errno.js';
-import { type Utf16OverflowRule, strlen, utf16sToUtf8s, utf8sToUtf16s } from '../nls.js';
+import { type Utf16OverflowRule, strlen, utf16sToUtf8s, utf8sToUtf16sInto } from '../nls.js';
 import {
   HV_UTIL_NEGO_TIMEOUT_MS,
   HV_UTIL_TIMEOUT_MS,
@@ -347,10 +347,7 @@ export class KvpDriver extends UtilDriver {
     inlen?: number,
   ): number {
     const len = inlen ?? strlen(daemon, from);
-    const r = utf8sToUtf16s(daemon.subarray(from), len, maxout);
-    if (typeof r === 'number') return r;
-    r.copy(host, to);
-    return r.length / 2;
+    return utf8sToUtf16sInto(daemon.subarray(from), len, maxout, host, to);
   }
 
   /** process_ob_ipinfo: the daemon's IP strings into the host's struct hv_kvp_ip_msg. */

@@ -1,7 +1,7 @@
 /** The kernel's UTF-16 <-> UTF-8 conversions, edge by edge (nls_base.c). */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { strlen, utf16sToUtf8s, utf8sToUtf16s } from '../../kernel-shim/nls.js';
+import { strlen, utf16sToUtf8s, utf8sToUtf16s, utf8sToUtf16sInto } from '../../kernel-shim/nls.js';
 
 const u16 = (...units: number[]) => {
   const b = Buffer.alloc(units.length * 2);
@@ -137,6 +137,33 @@ describe('utf8s_to_utf16s', () => {
         (text, inlen, maxout) => {
           const r = utf8sToUtf16s(Buffer.from(text), inlen, maxout);
           expect(Buffer.isBuffer(r) ? r.toString('utf16le') : r).toBe(reference(text, inlen, maxout));
+        },
+      ),
+    );
+  });
+
+  it('writes into a buffer exactly what it returns (units, or -EINVAL with nothing written)', () => {
+    fc.assert(
+      fc.property(
+        fc.string({ unit: fc.constantFrom('a', 'Z', ' ', '\0', 'é', '😀'), maxLength: 30 }),
+        fc.nat(40),
+        fc.nat(40),
+        fc.boolean(),
+        (text, inlen, maxout, cut) => {
+          const src = Buffer.from(text);
+          const bytes = cut && src.length > 0 ? src.subarray(0, src.length - 1) : src;
+          const dst = Buffer.alloc(100, 0xee);
+          const n = utf8sToUtf16sInto(bytes, inlen, maxout, dst, 3);
+          const r = utf8sToUtf16s(bytes, inlen, maxout);
+          if (typeof r === 'number') {
+            expect(n).toBe(r);
+            expect(dst.every((b) => b === 0xee)).toBe(true);
+          } else {
+            expect(n).toBe(r.length / 2);
+            expect(dst.subarray(3, 3 + r.length)).toEqual(r);
+            expect(dst[3 + r.length]).toBe(0xee);
+            expect(dst.subarray(0, 3).every((b) => b === 0xee)).toBe(true);
+          }
         },
       ),
     );
