@@ -10,6 +10,7 @@
  *   BENCH_DAEMONS=hv-kvp-ts,hv_kvp_daemon        only these rows (names as in the table)
  *   BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'   extra Node options for hv-kvp-ts
  *   BENCH_SHIM_NODE_ARGS=--single-threaded-gc   Node options for the shim's own process
+ *                               (default --max-semi-space-size=8; see shimArgs)
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -43,7 +44,13 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
 /** Passes of each operation within a run; a rate is the median of its passes. */
 const passes = Number(process.env.BENCH_PASSES ?? 9);
 const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-const shimArgs = (process.env.BENCH_SHIM_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+/**
+ * The shim's own Node options. By default its young generation is capped at 8 MiB per semi-space:
+ * with V8's default (16 MiB) the shim's heap settles at random, run by run, into a state where an
+ * incremental mark-compact starts every ~50 ms (old-generation headroom smaller than the young
+ * generation), which adds ~30-40 µs to every request of that run, whatever the daemon.
+ */
+const shimArgs = (process.env.BENCH_SHIM_NODE_ARGS ?? '--max-semi-space-size=8').split(/\s+/).filter(Boolean);
 const ours = [OURS.kvp[0], ...nodeArgs, ...OURS.kvp.slice(1)];
 const only = process.env.BENCH_DAEMONS?.split(',');
 const DAEMONS = (
