@@ -286,6 +286,42 @@ describe('FuseSession dispatch (fake channel)', () => {
     return request(FuseOpcode.READ, unique, 2n, encode(fuse_read_in, { fh, size }));
   }
 
+  it('sends a large READ reply as header and payload in one writeParts call, small ones joined', () => {
+    class VectorChannel extends FakeChannel {
+      parts: number[] = [];
+      writeParts(parts: readonly Uint8Array[]): void {
+        this.parts.push(parts.length);
+        this.write(Buffer.concat(parts));
+      }
+    }
+    const ch = new VectorChannel();
+    const message = Buffer.alloc(7432, 0x5a);
+    const s = new FuseSession(ch, [
+      [
+        'f',
+        {
+          open: () => 1,
+          read: (_fh, r) => r.reply(r.size > 100 ? message : Buffer.from('tiny')),
+          write: () => 0,
+          release: () => {},
+        },
+      ],
+    ]);
+    s.start();
+    ch.push(
+      request(FuseOpcode.INIT, 1n, 0n, encode(fuse_init_in, { major: 7, minor: 38, flags: 0xffffffff })),
+    );
+    const fh = open(ch);
+    ch.push(readReq(7n, fh, 8192));
+    expect(ch.parts).toEqual([2]);
+    const big = ch.written.at(-1)!;
+    expect(decode(fuse_out_header, big)).toEqual({ len: 16 + 7432, error: 0, unique: 7n });
+    expect(ch.reply(7n)!.payload).toEqual(message);
+    ch.push(readReq(9n, fh, 50));
+    expect(ch.parts).toEqual([2]); // a small reply is one joined buffer, through write
+    expect(ch.reply(9n)!.payload.toString()).toBe('tiny');
+  });
+
   it('defers a READ, completes it with EINTR on FUSE_INTERRUPT by default, and ignores late replies', () => {
     let parked: PendingRead | undefined;
     const { ch, s } = setup({
