@@ -303,11 +303,12 @@ export class RingBuffer {
    *    value for both) → ENOBUFS and nothing is consumed. With the default this cannot happen,
    *    because len − off ≤ maxPacketSize − 16.
    * 5. Otherwise the payload is copied out (to the start of `into` when that is large enough, as
-   *    the kernel copies into the caller's buffer; else to a new array), `read_index` advances by len + 8 (mod D) even when the
-   *    clamped length ran past the real packet (the kernel then reads the next packet from the
-   *    wrong place; this is what a misbehaving host gets), and `signal` follows the consumer
-   *    rule: feature bit 0 set, `pending_send_sz` ≠ 0, free space before ≤ pending_send_sz and
-   *    free space after > pending_send_sz (u32 arithmetic as in the kernel).
+   *    the kernel copies into the caller's buffer; else to a new array), `read_index` advances by
+   *    len + 8 (mod D) even when the clamped length ran past the real packet (the kernel then
+   *    reads the next packet from the wrong place; this is what a misbehaving host gets), and
+   *    `signal` follows the consumer rule: feature bit 0 set, `pending_send_sz` ≠ 0, free space
+   *    before ≤ pending_send_sz and free space after > pending_send_sz (u32 arithmetic as in the
+   *    kernel).
    *
    * Throws RangeError if maxPacketSize is not a multiple of 8 that is ≥ 16, or bufferSize < 1
    * (the kernel returns -EINVAL for a zero buflen).
