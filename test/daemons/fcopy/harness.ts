@@ -9,6 +9,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { statFields } from '../../support/procs.js';
 import { join } from 'node:path';
 import { type DeviceFiles, mountDeviceFiles } from '../../../kernel-shim/device-files.js';
 import { HVUTIL_READY } from '../../../kernel-shim/drivers/util.js';
@@ -110,14 +111,8 @@ class Daemon implements DaemonControl {
   cpuMs(): number | undefined {
     const pid = this.proc?.pid;
     if (pid === undefined) return undefined;
-    try {
-      // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
-    } catch {
-      return undefined;
-    }
+    const f = statFields(pid);
+    return f && ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
   }
 
   async stop(): Promise<void> {

@@ -1,5 +1,6 @@
 /** GET_IP_INFO: adapter matching by MAC, the reply fields, helpers once per request with time limits. */
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { isRunning } from '../../support/procs.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -21,16 +22,6 @@ import {
   getIpInfo,
   type IpInfoDeps,
 } from '../../../daemons/kvp/ip-info.js';
-
-/** Whether `pid` exists and is not a zombie. */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 const tmp = mkdtempSync(join(tmpdir(), 'hv-ipinfo-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -291,7 +282,7 @@ describe('helpers', () => {
     // The script and its background sleep are gone (or zombies: this machine's init may not reap).
     await new Promise((res) => setTimeout(res, 300));
     for (const pid of readFileSync(pids, 'utf8').trim().split(' ').map(Number)) {
-      expect(running(pid)).toBe(false);
+      expect(isRunning(pid)).toBe(false);
     }
   });
 });

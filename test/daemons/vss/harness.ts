@@ -12,6 +12,7 @@
  */
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { isRunning } from '../../support/procs.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HV_E_FAIL, HV_S_OK } from '../../../uapi/constants.js';
@@ -308,8 +309,7 @@ const cases: Record<string, (a: Args) => Promise<unknown>> = {
     out.hangHooks = hookLog(b);
     const childPid = Number(readFileSync(b.hostPath('/run/beta-child.pid'), 'utf8'));
     await sleep(200);
-    const stat = existsSync(`/proc/${childPid}/stat`) ? readFileSync(`/proc/${childPid}/stat`, 'utf8') : '';
-    out.hangChildAlive = stat !== '' && !/^\d+ \(.*\) Z/.test(stat);
+    out.hangChildAlive = isRunning(childPid);
     rmSync(b.hostPath('/run/hang-beta'));
 
     out.afterFreeze = statusOf(await host.freeze());

@@ -1,5 +1,6 @@
 /** Hook discovery and execution with real processes in a temporary directory. */
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { isRunning } from '../../support/procs.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -21,15 +22,6 @@ function hookDir(files: Record<string, { body: string; mode?: number }>): string
 }
 
 const sh = (body: string) => ({ body: `#!/bin/sh\n${body}\n` });
-
-/** Running (a zombie waiting for a reaper does not count). */
-function alive(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
 
 describe('ignoredName', () => {
   it('ignores hidden, backup, sample, disabled and package-manager leftovers', () => {
@@ -119,7 +111,7 @@ describe('DirectoryHooks.run', () => {
     expect(r).toMatchObject({ ok: false, timedOut: true });
     const child = Number(readFileSync(pidFile, 'utf8'));
     await new Promise((res) => setTimeout(res, 100));
-    expect(alive(child)).toBe(false);
+    expect(isRunning(child)).toBe(false);
   });
 
   it('escalates to SIGKILL when SIGTERM is ignored', async () => {

@@ -10,6 +10,7 @@
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { isRunning } from '../../support/procs.js';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -78,16 +79,6 @@ async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Pro
   while (!cond()) {
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
     await sleep(10);
-  }
-}
-
-/** True while `pid` exists and is not a zombie (an orphan waits for a slow init to reap it). */
-function pidAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
   }
 }
 
@@ -875,11 +866,11 @@ for (const reader of READERS)
       const { m } = await mountEcho();
       const readerPid = m.readerPid;
       expect(readerPid === undefined).toBe(reader === 'in-process');
-      if (readerPid) expect(pidAlive(readerPid)).toBe(true);
+      if (readerPid) expect(isRunning(readerPid)).toBe(true);
       // 'unmounted' (not 'aborted'): the reader saw the kernel end the connection
       expect(await m.unmount()).toEqual({ reason: 'unmounted' });
       expect(isMountPoint(m.dir)).toBe(false);
-      if (readerPid) await waitFor(() => !pidAlive(readerPid), 'the reader to exit');
+      if (readerPid) await waitFor(() => !isRunning(readerPid), 'the reader to exit');
     });
 
     it('unmount while a client keeps the file open aborts after the timeout and releases the file', async () => {
@@ -987,7 +978,7 @@ process.stdin.on('data', (d) => { if (String(d).includes('exit')) process.exit(3
       p.kill('SIGTERM');
       expect(await exited).toEqual([null, 'SIGTERM']);
       expect(isMountPoint(dir)).toBe(false);
-      await waitFor(() => info.readerPid === undefined || !pidAlive(info.readerPid), 'the reader to exit');
+      await waitFor(() => info.readerPid === undefined || !isRunning(info.readerPid), 'the reader to exit');
     });
 
     it('unmountOnExit: process.exit() unmounts synchronously', async () => {
@@ -995,7 +986,7 @@ process.stdin.on('data', (d) => { if (String(d).includes('exit')) process.exit(3
       p.stdin!.write('exit\n');
       expect(await exited).toEqual([3, null]);
       expect(isMountPoint(dir)).toBe(false);
-      await waitFor(() => info.readerPid === undefined || !pidAlive(info.readerPid), 'the reader to exit');
+      await waitFor(() => info.readerPid === undefined || !isRunning(info.readerPid), 'the reader to exit');
     });
 
     it('SIGKILL without a private namespace: the reader dies, the dead mount stays (errors, no hang) until unmounted', async () => {
@@ -1003,7 +994,7 @@ process.stdin.on('data', (d) => { if (String(d).includes('exit')) process.exit(3
       p.kill('SIGKILL');
       await exited;
       await waitFor(
-        () => info.readerPid === undefined || !pidAlive(info.readerPid),
+        () => info.readerPid === undefined || !isRunning(info.readerPid),
         'the reader to kill itself',
       );
       expect(isMountPoint(dir)).toBe(true);
@@ -1027,7 +1018,7 @@ process.stdin.on('data', (d) => { if (String(d).includes('exit')) process.exit(3
       p.kill('SIGKILL');
       await exited;
       await waitFor(
-        () => info.readerPid === undefined || !pidAlive(info.readerPid),
+        () => info.readerPid === undefined || !isRunning(info.readerPid),
         'the reader to kill itself',
       );
       expect(isMountPoint(dir)).toBe(false);
