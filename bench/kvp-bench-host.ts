@@ -7,11 +7,6 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { processMemory } from './memory-bench-host.js';
 import type { HostScriptContext } from '../test/support/host-script.js';
 
-/** The daemon process: the harness may run it under a wrapper; take the deepest descendant. */
-function daemonPid(ctx: HostScriptContext): number | undefined {
-  return ctx.daemon().pid;
-}
-
 /** CPU time the process has run, all threads, in ns (/proc/PID/task/TID/schedstat). */
 function cpuNs(pid: number | undefined): number {
   let total = 0;
@@ -27,7 +22,7 @@ function cpuNs(pid: number | undefined): number {
 export default async function bench(ctx: HostScriptContext) {
   const { records, ops, passes: passCount } = ctx.params as { records: number; ops: number; passes: number };
   const h = ctx.shim.host.kvp;
-  const pid = daemonPid(ctx);
+  const pid = ctx.daemon().pid;
   const idle = processMemory(pid);
   // Warm up (both daemons alike, and the shim itself): JIT-compiled code reaches its steady state
   // only after several thousand requests (with 1,500 of each, our daemon still spent ~10 µs more

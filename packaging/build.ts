@@ -323,24 +323,6 @@ export function buildPackages(outDir = join(REPO, 'dist/packages')): BuildResult
   return result;
 }
 
-/**
- * The programs as installed, for this machine's architecture, in `dir`: the bundles, their
- * package.json and koffi's run-time files (what /usr/lib/hyperv-daemons-ts holds). For benchmarks
- * that measure the shipped programs; returns `dir`.
- */
-export function stageRuntime(dir: string): string {
-  const arch = ARCHES.find((a) => a.node === process.arch);
-  if (!arch) throw new Error(`no package architecture for ${process.arch}`);
-  mkdirSync(dir, { recursive: true });
-  bundle(dir);
-  write(
-    join(dir, 'package.json'),
-    `${JSON.stringify({ name: NAME, version: packageVersion(), type: 'module', private: true }, null, 2)}\n`,
-  );
-  koffiRuntime(arch, join(dir, 'node_modules'));
-  return dir;
-}
-
 /** The esbuild bundles alone (for tests that run them with node). */
 export function bundlesDir(result: BuildResult): string {
   return join(result.outDir, 'work', 'bundles');

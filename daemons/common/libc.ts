@@ -1,9 +1,10 @@
 /**
  * The few libc calls Node lacks, through koffi (prebuilt Node-API FFI, no compiler, loads on Node 18
  * and 20): poll(2), fcntl(2) open-file-description record locks, flock(2), inotify(7), ioctl(2)
- * for FIFREEZE/FITHAW, prctl(2), mount(2). Every call returns a result or throws an ErrnoError with the errno;
- * the blocking ones (poll with a timeout, F_OFD_SETLKW) are offered in async form, run off the
- * main thread with a bounded wait so the event loop and process exit are never held up.
+ * for FIFREEZE/FITHAW, prctl(2), mount(2). Every call returns a result or throws an ErrnoError
+ * with the errno; the blocking ones (poll with a timeout, F_OFD_SETLKW) are offered in async
+ * form, run off the main thread with a bounded wait so the event loop and process exit are never
+ * held up.
  */
 import { createRequire } from 'node:module';
 
