@@ -109,7 +109,7 @@ describe('pools with a directory watch', () => {
         stats++;
         return nodePoolIo.stat(p);
       },
-      ...(watchDir ? { watchDir } : { watchDir: undefined }),
+      watchDir,
       stats: () => stats,
     };
   }
