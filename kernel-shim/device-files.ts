@@ -43,25 +43,20 @@ export function deviceFileHandler(device: () => ShimDevice): FuseFileHandler {
     read(fh, req) {
       const o = open.get(fh);
       if (!o) return void req.error(EBADF);
-      if (o.file.poll() !== 0) {
-        // A message is queued (or the device is gone): the read cannot wait, so no signal can
-        // interrupt it and it needs no AbortController (the common case: the daemon polled first).
-        o.file.read(req.size).then(
-          (msg) => req.reply(msg),
-          (e) => req.error(errnoOf(e)),
-        );
-        return;
+      // A read that cannot wait (a message is queued, or the device is gone) cannot be interrupted
+      // either, and needs no AbortController: the common case, the daemon polled first.
+      const ac = o.file.poll() !== 0 ? undefined : new AbortController();
+      if (ac) {
+        o.reads.add(ac);
+        req.onInterrupt(() => ac.abort());
       }
-      const ac = new AbortController();
-      o.reads.add(ac);
-      req.onInterrupt(() => ac.abort());
       o.file
-        .read(req.size, { signal: ac.signal })
+        .read(req.size, ac ? { signal: ac.signal } : {})
         .then(
           (msg) => req.reply(msg),
           (e) => req.error(errnoOf(e)),
         )
-        .finally(() => o.reads.delete(ac));
+        .finally(() => ac && o.reads.delete(ac));
     },
     write(fh, data) {
       const o = open.get(fh);
